@@ -1,0 +1,30 @@
+package server
+
+import (
+	"time"
+
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/tetherhq/tether/server/session"
+)
+
+// AgentKeepaliveMinTime is the shortest client keepalive interval the server
+// tolerates. The agent sends HTTP/2 pings every 20s at most (see the agent's
+// keepalive parameters) and only while a stream is open, so 10s leaves a 2x
+// margin: a shipped agent never earns a too_many_pings GOAWAY, while a client
+// that pings several times a second is cut off.
+const AgentKeepaliveMinTime = 10 * time.Second
+
+// serverKeepalive derives the transport keepalive from the liveness config:
+// a connection with no inbound traffic for PingInterval is pinged, and closed
+// when the ping is not acked within PingTimeout. For legacy agents that never
+// answer application Pings this is the only liveness check, so it uses the
+// same numbers and the same detection bound. MaxConnectionAge and
+// MaxConnectionIdle stay infinite: devices hold one stream for days.
+func serverKeepalive(c session.Config) keepalive.ServerParameters {
+	return keepalive.ServerParameters{Time: c.PingInterval, Timeout: c.PingTimeout}
+}
+
+func enforcementPolicy() keepalive.EnforcementPolicy {
+	return keepalive.EnforcementPolicy{MinTime: AgentKeepaliveMinTime, PermitWithoutStream: false}
+}

@@ -1,0 +1,336 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/server/deviceapi"
+	"github.com/tetherhq/tether/server/metrics"
+	"github.com/tetherhq/tether/server/registry"
+	"github.com/tetherhq/tether/server/session"
+)
+
+// Config configures a replica. Zero values mean defaults.
+type Config struct {
+	// Listen is the gRPC address (agents, DeviceService, health,
+	// reflection). Default 127.0.0.1:7070.
+	Listen string
+	// HTTP, if set, serves the JSON gateway in-process on this address.
+	HTTP string
+	// Metrics, if set, serves /metrics, /healthz and /readyz on this address.
+	Metrics string
+	// Advertise is the address peers use to reach this replica. Default:
+	// the actual gRPC listen address.
+	Advertise string
+	// RedisURL selects the Redis store; empty means the embedded in-memory
+	// store.
+	RedisURL string
+	// Session holds the node name and every liveness number.
+	Session session.Config
+	// DrainTimeout bounds graceful shutdown. Default 10s.
+	DrainTimeout time.Duration
+	// Logger is the server's logger.
+	Logger *slog.Logger
+
+	// Store, if set, is used instead of one built from RedisURL (tests).
+	Store registry.Store
+	// Listener, if set, is used instead of listening on Listen (tests).
+	Listener net.Listener
+	// Registry receives the metrics; default a new registry.
+	Registry *prometheus.Registry
+	// GatewayHandler builds the in-process JSON gateway from a connection
+	// to this server; set by the command (keeps this package free of the
+	// gateway's dependencies in tests that do not need it).
+	GatewayHandler func(ctx context.Context, conn *grpc.ClientConn) (http.Handler, error)
+	// Version is reported in logs.
+	Version string
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:7070"
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	c.Session.Logger = c.Logger
+}
+
+// DefaultNode derives a node name from the host name and listen port,
+// restricted to [A-Za-z0-9._-].
+func DefaultNode(listen string) string {
+	host, _ := os.Hostname()
+	_, port, _ := net.SplitHostPort(listen)
+	name := host + "-" + port
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-' {
+			return r
+		}
+		return '-'
+	}, name)
+}
+
+// Server is one Tether replica.
+type Server struct {
+	cfg     Config
+	lis     net.Listener
+	store   registry.Store
+	hub     *session.Hub
+	api     *deviceapi.Service
+	peers   *deviceapi.Peers
+	grpc    *grpc.Server
+	health  *health.Server
+	metrics *metrics.Metrics
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	draining bool
+}
+
+// New builds a replica and opens its gRPC listener (so that Addr is known
+// before Run).
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	lis := cfg.Listener
+	if lis == nil {
+		var err error
+		lis, err = net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		}
+	}
+	s.lis = lis
+	if s.cfg.Advertise == "" {
+		s.cfg.Advertise = lis.Addr().String()
+	}
+	if s.cfg.Session.Node == "" {
+		s.cfg.Session.Node = DefaultNode(lis.Addr().String())
+	}
+	store := cfg.Store
+	if store == nil {
+		var err error
+		store, err = openStore(ctx, cfg)
+		if err != nil {
+			lis.Close()
+			return nil, err
+		}
+	}
+	s.store = store
+	s.metrics = metrics.New(cfg.Registry)
+	cfg.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	hub, err := session.NewHub(s.cfg.Session, store, s.metrics)
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	s.hub = hub
+	s.peers = deviceapi.NewPeers(grpc.WithTransportCredentials(insecure.NewCredentials()))
+	s.api = deviceapi.New(deviceapi.Config{Logger: cfg.Logger, Peers: s.peers}, store, hub, s.metrics)
+
+	sc := hub.Config()
+	s.grpc = grpc.NewServer(
+		grpc.Creds(session.TrackConns(insecure.NewCredentials())),
+		grpc.KeepaliveParams(serverKeepalive(sc)),
+		grpc.KeepaliveEnforcementPolicy(enforcementPolicy()),
+		grpc.MaxRecvMsgSize(1<<20),
+		grpc.MaxConcurrentStreams(32),
+		grpc.ConnectionTimeout(5*time.Second),
+	)
+	tetherv1.RegisterAgentServiceServer(s.grpc, hub)
+	tetherv1.RegisterDeviceServiceServer(s.grpc, s.api)
+	tetherv1.RegisterPeerServiceServer(s.grpc, s.api.PeerServer())
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	return s, nil
+}
+
+// Addr is the gRPC listen address.
+func (s *Server) Addr() net.Addr { return s.lis.Addr() }
+
+// Node is the replica's node name.
+func (s *Server) Node() string { return s.hub.Config().Node }
+
+// Hub exposes the session hub (tests, peers).
+func (s *Server) Hub() *session.Hub { return s.hub }
+
+// Store exposes the registry store.
+func (s *Server) Store() registry.Store { return s.store }
+
+var services = []string{"", tetherv1.AgentService_ServiceDesc.ServiceName, tetherv1.DeviceService_ServiceDesc.ServiceName}
+
+func (s *Server) setServing(ok bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ok {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	for _, name := range services {
+		s.health.SetServingStatus(name, st)
+	}
+}
+
+// Ready reports whether the replica accepts work: not draining and the
+// registry reachable.
+func (s *Server) Ready() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.draining && s.hub.StoreHealthy()
+}
+
+// Run serves until ctx ends, then drains: health goes NOT_SERVING, every
+// session gets Close(draining) and records its end, the gRPC server stops
+// (GracefulStop bounded by DrainTimeout, then Stop), and the node's liveness
+// is dropped from the registry. It returns nil after a clean drain.
+func (s *Server) Run(ctx context.Context) error {
+	log := s.log.With("node", s.Node())
+	runCtx, stopLoops := context.WithCancel(context.Background())
+	defer stopLoops()
+
+	var loops sync.WaitGroup
+	loops.Add(2)
+	go func() { defer loops.Done(); s.hub.Mirror(runCtx, s.cfg.Advertise) }()
+	go func() { defer loops.Done(); s.watchHealth(runCtx) }()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.grpc.Serve(s.lis) }()
+
+	var https []*http.Server
+	if s.cfg.HTTP != "" && s.cfg.GatewayHandler != nil {
+		conn, err := grpc.NewClient(s.lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return fmt.Errorf("gateway client: %w", err)
+		}
+		defer conn.Close()
+		h, err := s.cfg.GatewayHandler(runCtx, conn)
+		if err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+		hs, err := s.serveHTTP(s.cfg.HTTP, h)
+		if err != nil {
+			return err
+		}
+		https = append(https, hs)
+	}
+	if s.cfg.Metrics != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+			if !s.Ready() {
+				http.Error(w, "not ready", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ready")
+		})
+		hs, err := s.serveHTTP(s.cfg.Metrics, mux)
+		if err != nil {
+			return err
+		}
+		https = append(https, hs)
+	}
+	log.Info("tether server started", "listen", s.lis.Addr().String(), "advertise", s.cfg.Advertise, "http", s.cfg.HTTP,
+		"metrics", s.cfg.Metrics, "store", storeKind(s.cfg), "version", s.cfg.Version)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		log.Error("grpc server failed", "err", err)
+	}
+	s.shutdown(log, https)
+	stopLoops()
+	loops.Wait()
+	return err
+}
+
+func (s *Server) serveHTTP(addr string, h http.Handler) (*http.Server, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server failed", "addr", addr, "err", err)
+		}
+	}()
+	return hs, nil
+}
+
+func (s *Server) shutdown(log *slog.Logger, https []*http.Server) {
+	start := time.Now()
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+	s.setServing(false)
+	held := s.hub.Len()
+	log.Info("draining", "sessions", held, "timeout", s.cfg.DrainTimeout)
+
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+	defer cancel()
+	left := s.hub.Drain(ctx)
+	s.api.Close()
+	for _, hs := range https {
+		_ = hs.Shutdown(ctx)
+	}
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-stopped
+	}
+	s.peers.Close()
+	dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer dcancel()
+	if err := s.store.DropNode(dctx, s.Node()); err != nil {
+		log.Warn("could not drop node liveness; the registry will expire it", "err", err)
+	}
+	if err := s.store.Close(); err != nil {
+		log.Warn("closing store", "err", err)
+	}
+	log.Info("drained", "sessions", held, "not_drained", left, "took", time.Since(start).Round(time.Millisecond))
+}
+
+func (s *Server) watchHealth(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last := !s.Ready()
+	for {
+		if ok := s.Ready(); ok != last {
+			s.setServing(ok)
+			last = ok
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

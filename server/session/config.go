@@ -1,0 +1,122 @@
+package session
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Config holds every liveness number in one place. Zero values mean the
+// defaults below; Validate checks the relations between them.
+type Config struct {
+	// Node names this replica in the registry (required).
+	Node string
+
+	// PingInterval is how often the server sends an application Ping to an
+	// agent that supports Pong, and the HTTP/2 keepalive time
+	// (keepalive.ServerParameters.Time) for every connection. Default 10s.
+	PingInterval time.Duration
+
+	// PingTimeout is how long a Ping may go unanswered (no Pong and no other
+	// message) before the session is ended, and the HTTP/2 keepalive ack
+	// timeout. A silent device is thus declared dead within
+	// PingInterval+PingTimeout in both liveness modes. Default 5s.
+	PingTimeout time.Duration
+
+	// PingJitter is the largest fraction by which a Ping gap is shortened
+	// at random (never lengthened, so the detection bound holds), so that
+	// thousands of sessions do not ping in lockstep. It is at least 5% so
+	// that the application layer always fires before the transport
+	// keepalive for agents that Pong. Default 0.15.
+	PingJitter float64
+
+	// HelloTimeout bounds the wait for the first message. Default 5s.
+	HelloTimeout time.Duration
+
+	// MirrorInterval is how often last-seen times and RTTs are written to
+	// the store, batched. It is the Redis cost knob: one command per device
+	// per interval. Default 60s.
+	MirrorInterval time.Duration
+
+	// NodeTTL is how long the registry keeps this replica's sessions online
+	// after it stops renewing (a crash). Default 15s.
+	NodeTTL time.Duration
+
+	// MaxInflightCommands caps concurrent commands per session. Default 64.
+	MaxInflightCommands int
+
+	// SendQueue is the per-session outbound queue length. Default 64.
+	SendQueue int
+
+	// CloseGrace bounds how long a Close message may take to flush before
+	// the stream is ended anyway. Default 1s.
+	CloseGrace time.Duration
+
+	// Logger receives one line per session lifecycle event.
+	Logger *slog.Logger
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.PingInterval, 10*time.Second)
+	def(&c.PingTimeout, 5*time.Second)
+	def(&c.HelloTimeout, 5*time.Second)
+	def(&c.MirrorInterval, 60*time.Second)
+	def(&c.NodeTTL, 15*time.Second)
+	def(&c.CloseGrace, time.Second)
+	if c.PingJitter == 0 {
+		c.PingJitter = 0.15
+	}
+	if c.MaxInflightCommands == 0 {
+		c.MaxInflightCommands = 64
+	}
+	if c.SendQueue == 0 {
+		c.SendQueue = 64
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports the first invalid setting.
+func (c Config) Validate() error {
+	switch {
+	case c.Node == "":
+		return fmt.Errorf("session: Node is required")
+	case c.PingInterval < time.Second:
+		return fmt.Errorf("session: ping interval %v is below 1s (grpc-go's keepalive floor)", c.PingInterval)
+	case c.PingTimeout < 100*time.Millisecond:
+		return fmt.Errorf("session: ping timeout %v is below 100ms", c.PingTimeout)
+	case c.PingJitter < 0.05 || c.PingJitter > 0.5:
+		return fmt.Errorf("session: ping jitter %v outside [0.05, 0.5]", c.PingJitter)
+	case c.HelloTimeout <= 0:
+		return fmt.Errorf("session: hello timeout must be positive")
+	case c.MirrorInterval <= 0:
+		return fmt.Errorf("session: mirror interval must be positive")
+	case c.NodeTTL < time.Second:
+		return fmt.Errorf("session: node TTL %v is below 1s", c.NodeTTL)
+	case c.MaxInflightCommands < 1 || c.SendQueue < 1:
+		return fmt.Errorf("session: MaxInflightCommands and SendQueue must be at least 1")
+	}
+	return nil
+}
+
+// RenewInterval is how often the node's liveness in the registry is renewed
+// (and a lost registry noticed): a fifth of the node TTL, between 500ms and 3s,
+// so that a Redis that comes back empty is re-mirrored within seconds.
+func (c Config) RenewInterval() time.Duration {
+	d := c.NodeTTL / 5
+	if d < 500*time.Millisecond {
+		d = 500 * time.Millisecond
+	}
+	if d > 3*time.Second {
+		d = 3 * time.Second
+	}
+	return d
+}

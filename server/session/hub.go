@@ -1,0 +1,326 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/tetherhq/tether/api/deviceid"
+	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/server/metrics"
+	"github.com/tetherhq/tether/server/registry"
+)
+
+// storeTimeout bounds one registry call made on behalf of a session.
+const storeTimeout = 5 * time.Second
+
+// Hub holds this replica's sessions and implements AgentService.
+type Hub struct {
+	tetherv1.UnimplementedAgentServiceServer
+
+	cfg     Config
+	store   registry.Store
+	metrics *metrics.Metrics
+	log     *slog.Logger
+
+	// mu guards the following.
+	mu       sync.Mutex
+	sessions map[string]*Session
+	draining bool
+	releases []registry.Disconnect // Release calls to retry (store was unavailable)
+	relDev   []string
+
+	active       sync.WaitGroup // running Connect handlers
+	storeHealthy atomic.Bool
+}
+
+const replaced = tetherv1.DisconnectReason_DISCONNECT_REASON_REPLACED
+
+// StoreHealthy reports whether the last registry renewal succeeded.
+func (h *Hub) StoreHealthy() bool { return h.storeHealthy.Load() }
+
+func (h *Hub) setStoreHealthy(ok bool) { h.storeHealthy.Store(ok) }
+
+func (h *Hub) infoOf(s *Session) *tetherv1.DeviceInfo { return s.Info() }
+
+// NewHub creates a Hub. m may be nil.
+func NewHub(cfg Config, store registry.Store, m *metrics.Metrics) (*Hub, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Hub{cfg: cfg, store: store, metrics: m, log: cfg.Logger, sessions: make(map[string]*Session)}, nil
+}
+
+// Config returns the hub's effective configuration.
+func (h *Hub) Config() Config { return h.cfg }
+
+// Lookup returns the local session of a device, or nil.
+func (h *Hub) Lookup(deviceID string) *Session {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sessions[deviceID]
+}
+
+// Len is the number of sessions held.
+func (h *Hub) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.sessions)
+}
+
+func (h *Hub) isDraining() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.draining
+}
+
+// nextPing is the gap to the next Ping: the interval shortened by a random
+// fraction in [0.05, PingJitter], never lengthened.
+func (h *Hub) nextPing() time.Duration {
+	j := 0.05 + rand.Float64()*(h.cfg.PingJitter-0.05)
+	return time.Duration(float64(h.cfg.PingInterval) * (1 - j))
+}
+
+// Connect serves one agent stream.
+func (h *Hub) Connect(stream tetherv1.AgentService_ConnectServer) error {
+	h.active.Add(1)
+	defer h.active.Done()
+	ctx := stream.Context()
+	if h.isDraining() {
+		h.metrics.HelloRejected(codes.Unavailable.String())
+		return status.Error(codes.Unavailable, "server is draining; reconnect to another replica")
+	}
+
+	in := make(chan inbound, 8)
+	stopRecv := make(chan struct{})
+	defer close(stopRecv)
+	go recvLoop(stream, in, stopRecv)
+
+	hello, err := h.awaitHello(ctx, in)
+	if err != nil {
+		h.metrics.HelloRejected(status.Code(err).String())
+		h.log.Debug("hello refused", "err", err)
+		return err
+	}
+	s, err := h.open(ctx, hello)
+	if err != nil {
+		h.metrics.HelloRejected(status.Code(err).String())
+		return err
+	}
+	ack := &tetherv1.ConnectResponse{Msg: &tetherv1.ConnectResponse_HelloAck{HelloAck: &tetherv1.HelloAck{
+		LeaseId: s.Lease, ServerNode: h.cfg.Node,
+		PingInterval: durationpb.New(h.cfg.PingInterval), PingTimeout: durationpb.New(h.cfg.PingTimeout),
+		LivenessMode: s.Mode,
+	}}}
+	var d registry.Disconnect
+	if err := stream.Send(ack); err != nil {
+		d = s.transportEnd(ctx, err, func(r tetherv1.DisconnectReason, m string) registry.Disconnect {
+			return registry.Disconnect{Lease: s.Lease, Node: h.cfg.Node, Reason: r, Time: time.Now(), Message: m}
+		})
+	} else {
+		d = s.run(ctx, stream, in)
+	}
+	h.close(s, d)
+	return nil
+}
+
+func (h *Hub) awaitHello(ctx context.Context, in <-chan inbound) (*tetherv1.Hello, error) {
+	t := time.NewTimer(h.cfg.HelloTimeout)
+	defer t.Stop()
+	select {
+	case item := <-in:
+		if item.err != nil {
+			return nil, status.Errorf(codes.Canceled, "stream ended before Hello: %v", item.err)
+		}
+		hello := item.msg.GetHello()
+		if hello == nil {
+			return nil, status.Error(codes.InvalidArgument, "the first message on a Connect stream must be Hello")
+		}
+		if err := deviceid.Validate(hello.GetDeviceId()); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "Hello: %v", err)
+		}
+		return hello, nil
+	case <-t.C:
+		return nil, status.Errorf(codes.DeadlineExceeded, "no Hello within %v of opening the stream", h.cfg.HelloTimeout)
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// open claims a lease for the Hello's device and installs the session,
+// replacing any older local session of the device.
+func (h *Hub) open(ctx context.Context, hello *tetherv1.Hello) (*Session, error) {
+	mode := tetherv1.LivenessMode_LIVENESS_MODE_TRANSPORT_ONLY
+	for _, c := range hello.GetCapabilities() {
+		if c == tetherv1.Capability_CAPABILITY_PONG {
+			mode = tetherv1.LivenessMode_LIVENESS_MODE_APP_PONG
+		}
+	}
+	info := hello.GetInfo()
+	if info == nil {
+		info = &tetherv1.DeviceInfo{}
+	}
+	if info.GetAgentVersion() == "" {
+		info.AgentVersion = hello.GetAgentVersion()
+	}
+	remote := ""
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		remote = p.Addr.String()
+	}
+	id := hello.GetDeviceId()
+	var floor uint64
+	if old := h.Lookup(id); old != nil {
+		floor = old.Lease
+	}
+	now := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	claimed, err := h.store.Claim(sctx, registry.ClaimRequest{
+		DeviceID: id, Node: h.cfg.Node, RemoteAddr: remote, Mode: mode, Info: info, Now: now, MinLease: floor,
+	})
+	cancel()
+	if err != nil {
+		h.metrics.StoreError("claim")
+		h.log.Warn("claim failed", "device", id, "err", err)
+		return nil, status.Errorf(codes.Unavailable, "registry unavailable, retry with backoff: %v", err)
+	}
+	s := &Session{
+		DeviceID: id, Lease: claimed.Lease, Mode: mode, RemoteAddr: remote, ConnectedAt: now, BootID: info.GetBootId(),
+		hub: h, conn: ConnFrom(ctx),
+		sendQ: make(chan *tetherv1.ConnectResponse, h.cfg.SendQueue), done: make(chan struct{}),
+		endReq: make(chan endRequest, 1), pending: make(map[string]chan *tetherv1.CommandResult),
+	}
+	s.lastSeen.Store(now.UnixNano())
+	s.info.Store(info)
+
+	h.mu.Lock()
+	old := h.sessions[id]
+	stale := old != nil && old.Lease > s.Lease
+	if !stale {
+		h.sessions[id] = s
+	}
+	h.mu.Unlock()
+	if stale {
+		// A concurrent Hello of the same device won a newer lease first;
+		// the store already ended this one as REPLACED.
+		return nil, status.Errorf(codes.Aborted, "device %s: lease %d was superseded by %d before the session started", id, s.Lease, old.Lease)
+	}
+	if old != nil {
+		old.End(tetherv1.DisconnectReason_DISCONNECT_REASON_REPLACED, "replaced by a newer session of the same device")
+	}
+	h.metrics.SessionStarted(mode)
+	attrs := []any{"device", id, "lease", s.Lease, "node", h.cfg.Node, "remote", remote, "mode", metrics.ModeLabel(mode), "agent_version", info.GetAgentVersion()}
+	if r := claimed.Replaced; r != nil {
+		attrs = append(attrs, "replaced_lease", r.Lease, "replaced_node", r.Node, "restart", r.Restart.String())
+	}
+	h.log.Info("session started", attrs...)
+	return s, nil
+}
+
+// close finishes a session: it leaves the hub (only if it is still the
+// device's session there), wakes command callers, and records the end in the
+// registry, fenced by its lease.
+func (h *Hub) close(s *Session, d registry.Disconnect) {
+	s.cmdMu.Lock()
+	s.ended = &d
+	s.cmdMu.Unlock()
+	close(s.done)
+
+	h.mu.Lock()
+	if h.sessions[s.DeviceID] == s {
+		delete(h.sessions, s.DeviceID)
+	}
+	h.mu.Unlock()
+	h.metrics.SessionEnded(s.Mode, d.Reason)
+	h.log.Info("session ended", "device", s.DeviceID, "lease", s.Lease, "node", h.cfg.Node, "remote", s.RemoteAddr,
+		"reason", metrics.ReasonLabel(d.Reason), "detail", d.Message, "duration", d.Time.Sub(s.ConnectedAt).Round(time.Millisecond))
+
+	if d.Reason == tetherv1.DisconnectReason_DISCONNECT_REASON_REPLACED {
+		// The Claim that replaced this session already recorded its end.
+		return
+	}
+	h.release(s.DeviceID, d)
+}
+
+func (h *Hub) release(deviceID string, d registry.Disconnect) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	err := h.store.Release(ctx, deviceID, d)
+	switch {
+	case err == nil:
+	case errors.Is(err, registry.ErrStaleLease), errors.Is(err, registry.ErrNotFound):
+		h.metrics.StaleWrite("release")
+		h.log.Debug("stale release refused", "device", deviceID, "lease", d.Lease, "reason", metrics.ReasonLabel(d.Reason))
+	default:
+		h.metrics.StoreError("release")
+		h.log.Warn("release failed; will retry", "device", deviceID, "lease", d.Lease, "err", err)
+		h.mu.Lock()
+		h.releases = append(h.releases, d)
+		h.relDev = append(h.relDev, deviceID)
+		h.mu.Unlock()
+	}
+}
+
+func (h *Hub) updateInfo(ctx context.Context, s *Session, info *tetherv1.DeviceInfo) {
+	if info == nil {
+		return
+	}
+	if info.GetAgentVersion() == "" {
+		info.AgentVersion = s.Info().GetAgentVersion()
+	}
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	err := h.store.UpdateInfo(ctx, s.DeviceID, s.Lease, info)
+	switch {
+	case err == nil:
+		s.info.Store(info)
+	case errors.Is(err, registry.ErrStaleLease), errors.Is(err, registry.ErrNotFound):
+		h.metrics.StaleWrite("update_info")
+		h.log.Debug("stale info update refused", "device", s.DeviceID, "lease", s.Lease)
+	default:
+		h.metrics.StoreError("update_info")
+		h.log.Warn("info update failed", "device", s.DeviceID, "lease", s.Lease, "err", err)
+	}
+}
+
+// Sessions returns a snapshot of the held sessions, ordered by device id.
+func (h *Hub) Sessions() []*Session {
+	h.mu.Lock()
+	out := make([]*Session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		out = append(out, s)
+	}
+	h.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].DeviceID < out[j].DeviceID })
+	return out
+}
+
+// Drain refuses new streams, tells every held session Close(draining), and
+// waits until their handlers have returned (and recorded their ends) or ctx
+// ends. It reports how many sessions were still open when it gave up.
+func (h *Hub) Drain(ctx context.Context) int {
+	h.mu.Lock()
+	h.draining = true
+	h.mu.Unlock()
+	for _, s := range h.Sessions() {
+		s.End(tetherv1.DisconnectReason_DISCONNECT_REASON_DRAINING, "server draining; reconnect with backoff")
+	}
+	done := make(chan struct{})
+	go func() { h.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return 0
+	case <-ctx.Done():
+		return h.Len()
+	}
+}

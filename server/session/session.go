@@ -1,0 +1,356 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/server/registry"
+)
+
+// Session is one accepted agent stream. Its handler goroutine (Hub.Connect)
+// owns the session's timers and decides how it ends; other goroutines talk to
+// it through the methods below.
+type Session struct {
+	DeviceID    string
+	Lease       uint64
+	Mode        tetherv1.LivenessMode
+	RemoteAddr  string
+	ConnectedAt time.Time
+	BootID      string
+
+	hub    *Hub
+	conn   *Conn // nil when the transport is not tracked
+	sendQ  chan *tetherv1.ConnectResponse
+	done   chan struct{} // closed when the session has ended
+	endReq chan endRequest
+
+	lastSeen atomic.Int64 // unix nanos of the last message from the agent
+	lastRTT  atomic.Int64 // nanoseconds
+	info     atomic.Pointer[tetherv1.DeviceInfo]
+
+	// cmdMu guards the following.
+	cmdMu   sync.Mutex
+	cmdSeq  uint64
+	pending map[string]chan *tetherv1.CommandResult
+	ended   *registry.Disconnect // set once, when the session ends
+}
+
+type endRequest struct {
+	reason  tetherv1.DisconnectReason
+	message string
+}
+
+// LastSeen is the time of the last message from the agent.
+func (s *Session) LastSeen() time.Time { return time.Unix(0, s.lastSeen.Load()) }
+
+// LastRTT is the last measured Ping round trip.
+func (s *Session) LastRTT() time.Duration { return time.Duration(s.lastRTT.Load()) }
+
+// Info is the device info last reported on this session.
+func (s *Session) Info() *tetherv1.DeviceInfo { return s.info.Load() }
+
+// Done is closed when the session has ended.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// End asks the session to send Close(reason) and end. It does not wait; use
+// Done. Ending an ended session does nothing.
+func (s *Session) End(reason tetherv1.DisconnectReason, message string) {
+	select {
+	case s.endReq <- endRequest{reason, message}:
+	case <-s.done:
+	default:
+		// An end is already pending; the first reason wins.
+	}
+}
+
+// Ended returns how the session ended, or nil while it is live.
+func (s *Session) Ended() *registry.Disconnect {
+	s.cmdMu.Lock()
+	defer s.cmdMu.Unlock()
+	return s.ended
+}
+
+// Command sends a command on this session and waits for its result, for
+// ctx's deadline. Errors are gRPC statuses: RESOURCE_EXHAUSTED when the
+// session's in-flight cap is reached, DEADLINE_EXCEEDED when ctx ends first,
+// ABORTED when the session ends first.
+func (s *Session) Command(ctx context.Context, name string, args []string, timeout time.Duration) (string, *tetherv1.CommandResult, error) {
+	s.cmdMu.Lock()
+	if s.ended != nil {
+		s.cmdMu.Unlock()
+		return "", nil, s.abortedErr()
+	}
+	if len(s.pending) >= s.hub.cfg.MaxInflightCommands {
+		s.cmdMu.Unlock()
+		return "", nil, status.Errorf(codes.ResourceExhausted, "device %s already has %d commands in flight (the cap)", s.DeviceID, s.hub.cfg.MaxInflightCommands)
+	}
+	s.cmdSeq++
+	id := strconv.FormatUint(s.Lease, 36) + "-" + strconv.FormatUint(s.cmdSeq, 10)
+	ch := make(chan *tetherv1.CommandResult, 1)
+	s.pending[id] = ch
+	s.cmdMu.Unlock()
+
+	forget := func() {
+		s.cmdMu.Lock()
+		delete(s.pending, id)
+		s.cmdMu.Unlock()
+	}
+	msg := &tetherv1.ConnectResponse{Msg: &tetherv1.ConnectResponse_Command{Command: &tetherv1.Command{
+		CommandId: id, Name: name, Args: args, Timeout: durationpb.New(timeout),
+	}}}
+	select {
+	case s.sendQ <- msg:
+	case <-s.done:
+		forget()
+		return id, nil, s.abortedErr()
+	case <-ctx.Done():
+		forget()
+		return id, nil, status.Errorf(codes.DeadlineExceeded, "command %s to device %s: not sent before the deadline", id, s.DeviceID)
+	}
+	select {
+	case r := <-ch:
+		return id, r, nil
+	case <-s.done:
+		forget()
+		return id, nil, s.abortedErr()
+	case <-ctx.Done():
+		forget()
+		return id, nil, status.Errorf(codes.DeadlineExceeded, "command %s to device %s: no result before the deadline", id, s.DeviceID)
+	}
+}
+
+func (s *Session) abortedErr() error {
+	d := s.Ended()
+	if d == nil {
+		return status.Errorf(codes.Aborted, "session %d of device %s ended while the command was in flight", s.Lease, s.DeviceID)
+	}
+	return status.Errorf(codes.Aborted, "session %d of device %s ended while the command was in flight: %s", s.Lease, s.DeviceID, reasonText(d.Reason))
+}
+
+// deliver hands a result to its waiting caller; it reports false for a
+// result nobody waits for (late, or unknown id).
+func (s *Session) deliver(r *tetherv1.CommandResult) bool {
+	s.cmdMu.Lock()
+	ch, ok := s.pending[r.GetCommandId()]
+	delete(s.pending, r.GetCommandId())
+	s.cmdMu.Unlock()
+	if ok {
+		ch <- r
+	}
+	return ok
+}
+
+func reasonText(r tetherv1.DisconnectReason) string {
+	switch r {
+	case tetherv1.DisconnectReason_DISCONNECT_REASON_CLIENT_CLOSED:
+		return "the agent closed the connection"
+	case tetherv1.DisconnectReason_DISCONNECT_REASON_PING_TIMEOUT:
+		return "no Pong within the ping timeout (power loss or network cut?)"
+	case tetherv1.DisconnectReason_DISCONNECT_REASON_KEEPALIVE_TIMEOUT:
+		return "the HTTP/2 keepalive found the connection dead (power loss or network cut?)"
+	case tetherv1.DisconnectReason_DISCONNECT_REASON_REPLACED:
+		return "replaced by a newer session of the same device"
+	case tetherv1.DisconnectReason_DISCONNECT_REASON_KICKED:
+		return "disconnected by an operator"
+	case tetherv1.DisconnectReason_DISCONNECT_REASON_DRAINING:
+		return "the server is draining"
+	case tetherv1.DisconnectReason_DISCONNECT_REASON_NODE_LOST:
+		return "the server node holding the session was lost"
+	}
+	return reasonLabel(r)
+}
+
+func reasonLabel(r tetherv1.DisconnectReason) string {
+	if n, ok := tetherv1.DisconnectReason_name[int32(r)]; ok {
+		return n
+	}
+	return fmt.Sprintf("reason(%d)", int32(r))
+}
+
+// inbound is one item from the receive loop.
+type inbound struct {
+	msg *tetherv1.ConnectRequest
+	err error
+}
+
+// recvLoop is the only caller of stream.Recv.
+func recvLoop(stream tetherv1.AgentService_ConnectServer, in chan<- inbound, stop <-chan struct{}) {
+	for {
+		m, err := stream.Recv()
+		select {
+		case in <- inbound{m, err}:
+		case <-stop:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// sendLoop is the only caller of stream.Send once the session is running.
+// It ends when stop closes, or reports the first Send error on errc.
+func sendLoop(stream tetherv1.AgentService_ConnectServer, q <-chan *tetherv1.ConnectResponse, stop <-chan struct{}, flushed chan<- struct{}, errc chan<- error) {
+	for {
+		select {
+		case m := <-q:
+			if err := stream.Send(m); err != nil {
+				errc <- err
+				return
+			}
+			if _, ok := m.Msg.(*tetherv1.ConnectResponse_Close); ok {
+				close(flushed)
+			}
+		case <-stop:
+			return
+		}
+	}
+}
+
+// run is the session's handler loop: it owns the Ping schedule and decides
+// how the session ends. It returns the end to record.
+func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectServer, in <-chan inbound) registry.Disconnect {
+	cfg := s.hub.cfg
+	stop := make(chan struct{})
+	defer close(stop)
+	flushed := make(chan struct{})
+	sendErr := make(chan error, 1)
+	go sendLoop(stream, s.sendQ, stop, flushed, sendErr)
+
+	appPong := s.Mode == tetherv1.LivenessMode_LIVENESS_MODE_APP_PONG
+	var pingTimer, pongTimer *time.Timer
+	var pingC, pongC <-chan time.Time
+	var seq uint64
+	var awaiting bool    // a Ping is unanswered
+	var pingAt time.Time // when it was sent
+	if appPong {
+		// The first Ping comes at a random point of the first interval so
+		// that a reconnect storm does not ping in lockstep ever after.
+		pingTimer = time.NewTimer(time.Duration(rand.Int64N(int64(cfg.PingInterval))) + 1)
+		defer pingTimer.Stop()
+		pingC = pingTimer.C
+		pongTimer = time.NewTimer(time.Hour)
+		pongTimer.Stop()
+		defer pongTimer.Stop()
+		pongC = pongTimer.C
+	}
+	end := func(reason tetherv1.DisconnectReason, msg string) registry.Disconnect {
+		return registry.Disconnect{Lease: s.Lease, Node: cfg.Node, Reason: reason, Time: time.Now(), Message: msg}
+	}
+	closeWith := func(reason tetherv1.DisconnectReason, msg string) registry.Disconnect {
+		c := &tetherv1.ConnectResponse{Msg: &tetherv1.ConnectResponse_Close{Close: &tetherv1.Close{Reason: reason, Message: msg}}}
+		grace := time.NewTimer(cfg.CloseGrace)
+		defer grace.Stop()
+		select {
+		case s.sendQ <- c:
+			select {
+			case <-flushed:
+			case <-sendErr:
+			case <-grace.C:
+			case <-ctx.Done():
+			}
+		case <-grace.C:
+		case <-ctx.Done():
+		}
+		return end(reason, msg)
+	}
+
+	for {
+		select {
+		case item := <-in:
+			if item.err != nil {
+				return s.transportEnd(ctx, item.err, end)
+			}
+			now := time.Now()
+			s.lastSeen.Store(now.UnixNano())
+			if awaiting {
+				awaiting = false
+				pongTimer.Stop()
+			}
+			switch m := item.msg.Msg.(type) {
+			case *tetherv1.ConnectRequest_Pong:
+				if sent := m.Pong.GetPingSentAt(); sent != nil && m.Pong.GetSeq() <= seq {
+					if rtt := now.Sub(sent.AsTime()); rtt >= 0 && rtt < time.Hour {
+						s.lastRTT.Store(int64(rtt))
+						s.hub.metrics.RTT(rtt)
+					}
+				}
+			case *tetherv1.ConnectRequest_CommandResult:
+				if !s.deliver(m.CommandResult) {
+					s.hub.metrics.LateResult()
+					s.hub.log.Debug("late command result dropped", "device", s.DeviceID, "lease", s.Lease, "command", m.CommandResult.GetCommandId())
+				}
+			case *tetherv1.ConnectRequest_InfoUpdate:
+				s.hub.updateInfo(ctx, s, m.InfoUpdate.GetInfo())
+			case *tetherv1.ConnectRequest_Hello:
+				return closeWith(tetherv1.DisconnectReason_DISCONNECT_REASON_PROTOCOL_ERROR, "second Hello on one stream")
+			default:
+				return closeWith(tetherv1.DisconnectReason_DISCONNECT_REASON_PROTOCOL_ERROR, "empty or unknown message")
+			}
+		case <-pingC:
+			seq++
+			now := time.Now()
+			ping := &tetherv1.ConnectResponse{Msg: &tetherv1.ConnectResponse_Ping{Ping: &tetherv1.Ping{Seq: seq, SentAt: timestamppb.New(now)}}}
+			select {
+			case s.sendQ <- ping:
+			default:
+				// The queue is full: the transport is stuck. Do not block;
+				// the Pong deadline below decides.
+			}
+			if !awaiting {
+				awaiting, pingAt = true, now
+				pongTimer.Reset(cfg.PingTimeout)
+			}
+			pingTimer.Reset(s.hub.nextPing())
+		case <-pongC:
+			if awaiting {
+				s.hub.metrics.Detected(time.Since(s.LastSeen()))
+				return closeWith(tetherv1.DisconnectReason_DISCONNECT_REASON_PING_TIMEOUT,
+					fmt.Sprintf("no message within %v of the Ping sent at %s", cfg.PingTimeout, pingAt.UTC().Format(time.RFC3339Nano)))
+			}
+		case r := <-s.endReq:
+			return closeWith(r.reason, r.message)
+		case err := <-sendErr:
+			return s.transportEnd(ctx, err, end)
+		case <-ctx.Done():
+			return s.transportEnd(ctx, ctx.Err(), end)
+		}
+	}
+}
+
+// transportEnd attributes an end that the stream reported rather than one the
+// session decided.
+func (s *Session) transportEnd(ctx context.Context, err error, end func(tetherv1.DisconnectReason, string) registry.Disconnect) registry.Disconnect {
+	if err == io.EOF {
+		return end(tetherv1.DisconnectReason_DISCONNECT_REASON_CLIENT_CLOSED, "the agent closed the stream")
+	}
+	if s.hub.isDraining() {
+		return end(tetherv1.DisconnectReason_DISCONNECT_REASON_DRAINING, "the server is shutting down")
+	}
+	if c := s.conn; c != nil && c.ClosedByUs() {
+		// This server closed the transport without the session asking:
+		// that is HTTP/2 keepalive enforcement.
+		last := c.LastRead()
+		s.hub.metrics.Detected(time.Since(last))
+		return end(tetherv1.DisconnectReason_DISCONNECT_REASON_KEEPALIVE_TIMEOUT,
+			fmt.Sprintf("transport silent since %s", last.UTC().Format(time.RFC3339Nano)))
+	}
+	msg := "the agent closed the connection"
+	if st, ok := status.FromError(err); ok && st.Code() != codes.Canceled {
+		msg = st.Message()
+	}
+	_ = ctx
+	return end(tetherv1.DisconnectReason_DISCONNECT_REASON_CLIENT_CLOSED, msg)
+}
