@@ -13,7 +13,7 @@ DESTDIR   ?=
 CMDS      := tether-server tether-agent tether-gateway
 APT_PKGS  := redis-server systemd
 
-.PHONY: breaking all build generate lint fmt-check vet buf-lint check-generated test test-short deps run install clean tools
+.PHONY: fuzz breaking all build generate lint fmt-check vet buf-lint check-generated test test-short deps run install clean tools
 
 all: build
 
@@ -71,6 +71,15 @@ lint: fmt-check vet buf-lint breaking check-generated
 ## test: everything CI checks
 test: deps lint
 	$(GO) test -race -count=1 -timeout 12m ./...
+
+## fuzz: a short run of every fuzz target (FUZZTIME each; seed corpora live in testdata/fuzz)
+FUZZTIME ?= 10s
+FUZZ_TARGETS := ./api/deviceid:FuzzValidate ./agent/command:FuzzRun ./gateway:FuzzSendCommandBody ./server/session:FuzzAgentMessages
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg || exit 1; \
+	done
 
 ## test-short: unit tests only, no race detector
 test-short:

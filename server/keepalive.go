@@ -9,10 +9,13 @@ import (
 )
 
 // AgentKeepaliveMinTime is the shortest client keepalive interval the server
-// tolerates. The agent sends HTTP/2 pings every 20s at most (see the agent's
-// keepalive parameters) and only while a stream is open, so 10s leaves a 2x
-// margin: a shipped agent never earns a too_many_pings GOAWAY, while a client
-// that pings several times a second is cut off.
+// tolerates. The agent sends HTTP/2 pings every 20s at most (agent/keepalive.go)
+// and only while a stream is open, so 10s leaves a 2x margin: a shipped agent
+// never earns a too_many_pings GOAWAY, while a client that pings several
+// times a second is cut off. (With the default 10s ping interval the
+// server's own keepalive keeps the transport busy and the agent rarely needs
+// to ping at all; with a ping interval above 20s it does, and this policy is
+// what keeps that legal — server/server_test.go runs both.)
 const AgentKeepaliveMinTime = 10 * time.Second
 
 // serverKeepalive derives the transport keepalive from the liveness config:

@@ -211,6 +211,11 @@ func (s *Server) Run(ctx context.Context) error {
 	runCtx, stopLoops := context.WithCancel(context.Background())
 	defer stopLoops()
 
+	if !s.hub.Register(runCtx, s.cfg.Advertise) {
+		log.Warn("registry unreachable at start; serving anyway and retrying")
+	}
+	s.setServing(s.Ready())
+
 	var loops sync.WaitGroup
 	loops.Add(2)
 	go func() { defer loops.Done(); s.hub.Mirror(runCtx, s.cfg.Advertise) }()
@@ -319,9 +324,9 @@ func (s *Server) shutdown(log *slog.Logger, https []*http.Server) {
 }
 
 func (s *Server) watchHealth(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
-	last := !s.Ready()
+	last := s.Ready()
 	for {
 		if ok := s.Ready(); ok != last {
 			s.setServing(ok)

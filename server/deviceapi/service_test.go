@@ -309,6 +309,10 @@ func TestWatchDeliversSnapshotThenLiveEventsAndResumes(t *testing.T) {
 			t.Fatal(err)
 		}
 		m, err := w2.Recv()
+		if err != nil || m.GetEvent().GetType() != tetherv1.EventType_EVENT_TYPE_HEARTBEAT {
+			t.Fatalf("a watch without snapshot starts with %v %v, want a HEARTBEAT", m, err)
+		}
+		m, err = w2.Recv()
 		if err != nil || m.GetEvent().GetEventId() != off.GetEventId() {
 			t.Fatalf("resumed with %v %v, want %v", m, err, off)
 		}

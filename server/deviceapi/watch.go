@@ -81,6 +81,13 @@ func (s *Service) WatchDevices(req *tetherv1.WatchDevicesRequest, stream tetherv
 			return err
 		}
 	}
+	// A first heartbeat right away, so that HTTP clients behind the gateway
+	// get their response headers without waiting for the first event.
+	if !req.GetIncludeSnapshot() {
+		if err := send(&tetherv1.DeviceEvent{Type: tetherv1.EventType_EVENT_TYPE_HEARTBEAT, Time: timestamppb.Now()}); err != nil {
+			return err
+		}
+	}
 	for {
 		events, err := s.store.ReadEvents(ctx, after, watchBatch, s.cfg.WatchHeartbeat)
 		if err != nil {

@@ -26,7 +26,10 @@ func (h *Hub) Mirror(ctx context.Context, advertise string) {
 	defer renew.Stop()
 	touch := time.NewTicker(h.cfg.MirrorInterval)
 	defer touch.Stop()
-	healthy := h.renew(ctx, advertise, true)
+	healthy := h.StoreHealthy()
+	if !healthy {
+		healthy = h.renew(ctx, advertise, true)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -39,7 +42,13 @@ func (h *Hub) Mirror(ctx context.Context, advertise string) {
 	}
 }
 
-// Healthy reports whether the last registry renewal succeeded.
+// Register renews the node's liveness once, synchronously, so that a
+// replica is registered (and ready) before it serves; Mirror keeps it so.
+func (h *Hub) Register(ctx context.Context, advertise string) bool {
+	return h.renew(ctx, advertise, true)
+}
+
+// renew reports whether the registry renewal succeeded.
 func (h *Hub) renew(ctx context.Context, advertise string, wasDown bool) bool {
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()

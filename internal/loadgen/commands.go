@@ -1,0 +1,115 @@
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+)
+
+// pickTries is how many random agents the driver looks at to find a
+// connected one before it skips a call.
+const pickTries = 32
+
+// maxLag is how far the command schedule may fall behind before it is
+// re-anchored instead of bursting to catch up.
+const maxLag = time.Second
+
+// driveCommands issues SendCommand "echo" calls at CommandsRate against
+// random connected devices until ctx ends, then waits for the calls in
+// flight (which ctx cancels).
+func (r *runner) driveCommands(ctx context.Context) {
+	conn, err := grpc.NewClient("passthrough:///"+r.cfg.CommandsVia,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithUserAgent("tether-loadgen/"+r.cfg.AgentVersion))
+	if err != nil {
+		r.st.commandFailed(codeKey(err), err)
+		return
+	}
+	defer conn.Close()
+	client := tetherv1.NewDeviceServiceClient(conn)
+
+	slots := make(chan struct{}, r.cfg.CommandsConcurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	interval := time.Duration(float64(time.Second) / r.cfg.CommandsRate)
+	next := time.Now()
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	defer t.Stop()
+	for seq := 0; ; seq++ {
+		next = next.Add(interval)
+		if d := time.Until(next); d > 0 {
+			t.Reset(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return
+			}
+		} else if d < -maxLag {
+			next = time.Now()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		a := r.pickConnected()
+		if a == nil {
+			r.st.cmdSkipped.Add(1)
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			r.st.cmdSkipped.Add(1)
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			r.sendCommand(ctx, client, a.id, seq)
+		})
+	}
+}
+
+// pickConnected returns a random connected agent, or nil when a few random
+// draws found none.
+func (r *runner) pickConnected() *agent {
+	for range pickTries {
+		a := &r.agents[rand.IntN(len(r.agents))]
+		if a.connected.Load() {
+			return a
+		}
+	}
+	return nil
+}
+
+func (r *runner) sendCommand(ctx context.Context, client tetherv1.DeviceServiceClient, device string, seq int) {
+	st := r.st
+	args := []string{"loadgen", strconv.Itoa(seq)}
+	cctx, cancel := context.WithTimeout(ctx, r.cfg.CommandTimeout)
+	defer cancel()
+	st.cmdSent.Add(1)
+	began := time.Now()
+	resp, err := client.SendCommand(cctx, &tetherv1.SendCommandRequest{
+		DeviceId: device, Name: "echo", Args: args, Timeout: durationpb.New(r.cfg.CommandTimeout),
+	})
+	took := time.Since(began)
+	switch {
+	case err != nil:
+		if ctx.Err() == nil { // not our own shutdown
+			st.commandFailed(codeKey(err), err)
+		}
+	case resp.GetError() != "" || resp.GetOutput() != args[0]+" "+args[1]:
+		st.commandFailed("Mismatch", errors.New("device "+device+": output "+strconv.Quote(resp.GetOutput())+" error "+strconv.Quote(resp.GetError())))
+	default:
+		st.cmdOK.Add(1)
+		st.cmdLatency.record(took)
+	}
+}

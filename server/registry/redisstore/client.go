@@ -1,0 +1,85 @@
+package redisstore
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// newClient maps a URL to a go-redis client:
+//
+//	redis://[user:pass@]host:port[/db][?opts]          one server (redis.ParseURL)
+//	rediss://...                                       the same over TLS
+//	redis://h1:6379?addr=h2:6379&addr=h3:6379          Redis Cluster, seed addresses (redis.ParseClusterURL)
+//	redis://h1:6379?cluster=true                       Redis Cluster behind one address
+//	redis://s1:26379?addr=s2:26379&master_name=mymaster  Sentinel: addresses are sentinels (redis.ParseFailoverURL)
+//
+// The options are go-redis's own URL parameters (dial_timeout, read_timeout,
+// write_timeout, pool_size, max_retries, skip_verify, ...; see the go-redis
+// ParseURL docs). Unless the URL sets context_timeout_enabled, context
+// deadlines bound every command, so a caller's timeout also bounds a hung
+// Redis.
+func newClient(rawURL string) (redis.UniversalClient, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: bad URL: %w", err)
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return nil, fmt.Errorf("redisstore: URL scheme %q: want redis:// or rediss://", u.Scheme)
+	}
+	q := u.Query()
+	ctxTimeouts := !q.Has("context_timeout_enabled")
+	cluster := q.Get("cluster")
+	q.Del("cluster")
+	u.RawQuery = q.Encode()
+	clean := u.String()
+
+	switch {
+	case q.Has("master_name"):
+		opts, err := redis.ParseFailoverURL(clean)
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: sentinel URL: %w", err)
+		}
+		if ctxTimeouts {
+			opts.ContextTimeoutEnabled = true
+		}
+		return redis.NewFailoverClient(opts), nil
+	case q.Has("addr") || isTrue(cluster):
+		opts, err := redis.ParseClusterURL(clean)
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: cluster URL: %w", err)
+		}
+		if ctxTimeouts {
+			opts.ContextTimeoutEnabled = true
+		}
+		return redis.NewClusterClient(opts), nil
+	default:
+		opts, err := redis.ParseURL(clean)
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: URL: %w", err)
+		}
+		if ctxTimeouts {
+			opts.ContextTimeoutEnabled = true
+		}
+		return redis.NewClient(opts), nil
+	}
+}
+
+func isTrue(s string) bool {
+	switch strings.ToLower(s) {
+	case "1", "true", "yes", "on":
+		return true
+	}
+	return false
+}
+
+// redactURL hides the password of a URL for logs and errors.
+func redactURL(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}

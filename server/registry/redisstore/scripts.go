@@ -1,0 +1,29 @@
+package redisstore
+
+import (
+	_ "embed"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The Lua scripts, one per mutation. Each file's header states its keys,
+// arguments and reply. redis.Script runs them with EVALSHA and falls back to
+// EVAL when the server lost its script cache (NOSCRIPT after a restart).
+var (
+	//go:embed scripts/claim.lua
+	claimSrc string
+	//go:embed scripts/touch.lua
+	touchSrc string
+	//go:embed scripts/update_info.lua
+	updateInfoSrc string
+	//go:embed scripts/release.lua
+	releaseSrc string
+	//go:embed scripts/remirror.lua
+	remirrorSrc string
+
+	claimScript      = redis.NewScript(claimSrc)
+	touchScript      = redis.NewScript(touchSrc)
+	updateInfoScript = redis.NewScript(updateInfoSrc)
+	releaseScript    = redis.NewScript(releaseSrc)
+	remirrorScript   = redis.NewScript(remirrorSrc)
+)
