@@ -32,12 +32,12 @@ func (f *fakeStream) Recv() (*tetherv1.ConnectRequest, error) {
 	return m, nil
 }
 func (f *fakeStream) Send(m *tetherv1.ConnectResponse) error { f.sent = append(f.sent, m); return nil }
-func (f *fakeStream) SetHeader(metadata.MD) error           { return nil }
-func (f *fakeStream) SendHeader(metadata.MD) error          { return nil }
-func (f *fakeStream) SetTrailer(metadata.MD)                {}
-func (f *fakeStream) Context() context.Context              { return f.ctx }
-func (f *fakeStream) SendMsg(any) error                     { return nil }
-func (f *fakeStream) RecvMsg(any) error                     { return nil }
+func (f *fakeStream) SetHeader(metadata.MD) error            { return nil }
+func (f *fakeStream) SendHeader(metadata.MD) error           { return nil }
+func (f *fakeStream) SetTrailer(metadata.MD)                 {}
+func (f *fakeStream) Context() context.Context               { return f.ctx }
+func (f *fakeStream) SendMsg(any) error                      { return nil }
+func (f *fakeStream) RecvMsg(any) error                      { return nil }
 
 // decodeMessages splits data into length-prefixed ConnectRequests; bytes
 // that do not decode become empty messages (the handler must cope).
