@@ -153,7 +153,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.api = deviceapi.New(deviceapi.Config{Logger: cfg.Logger, Peers: s.peers}, store, hub, s.metrics)
 
 	sc := hub.Config()
+	gm := metrics.NewGRPC(cfg.Registry)
 	s.grpc = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(gm.Unary),
+		grpc.ChainStreamInterceptor(gm.Stream),
 		grpc.Creds(session.TrackConns(insecure.NewCredentials())),
 		grpc.KeepaliveParams(serverKeepalive(sc)),
 		grpc.KeepaliveEnforcementPolicy(enforcementPolicy()),

@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -24,6 +25,10 @@ import (
 func newClient(rawURL string) (redis.UniversalClient, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the url.Error would repeat the password
+		}
 		return nil, fmt.Errorf("redisstore: bad URL: %w", err)
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
