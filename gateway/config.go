@@ -70,6 +70,11 @@ type Config struct {
 	// Logger receives one line per request and the lifecycle lines. Nil means
 	// slog.Default().
 	Logger *slog.Logger
+
+	// Metrics, if set, records every request (tether_gateway_requests_total,
+	// tether_gateway_request_duration_seconds) and the open watch streams
+	// (tether_gateway_watchers); see NewMetrics. Nil records nothing.
+	Metrics *Metrics
 }
 
 // Validate reports every field of c that cannot be used, joined. It does not

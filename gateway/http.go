@@ -78,7 +78,7 @@ func (g *Gateway) newAPIMux(ctx context.Context) (*runtime.ServeMux, error) {
 		runtime.WithOutgoingTrailerMatcher(dropHeader),
 		runtime.WithDisableHTTPMethodOverride(),
 		runtime.WithDisablePathLengthFallback(),
-		runtime.WithMiddlewares(g.checkMethod, g.checkBody, g.prepareStream),
+		runtime.WithMiddlewares(g.checkMethod, g.markRoute, g.checkBody, g.prepareStream),
 	)
 	if err := tetherv1.RegisterDeviceServiceHandler(ctx, mux, g.conn); err != nil {
 		return nil, fmt.Errorf("gateway: register DeviceService: %w", err)
@@ -106,10 +106,11 @@ func (g *Gateway) newAPIMux(ctx context.Context) (*runtime.ServeMux, error) {
 }
 
 // serveHTTP is the gateway's outer layer, around every request: request id,
-// header clean-up, CORS, the body limit, and the log line.
+// header clean-up, CORS, the body limit, the log line and the metrics.
 func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request, api http.Handler) {
 	start := time.Now()
 	r = r.Clone(r.Context())
+	r, route := withRequestRoute(r)
 	id := requestID(r.Header.Get(requestIDHeader))
 	r.Header.Set(requestIDHeader, id)
 	for _, h := range droppedRequestHeaders {
@@ -130,6 +131,8 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request, api http.Han
 	}
 
 	status := rec.statusCode()
+	elapsed := time.Since(start)
+	g.cfg.Metrics.observe(route.label(), status, elapsed)
 	level := slog.LevelInfo
 	switch {
 	case status >= 500:
@@ -140,8 +143,9 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request, api http.Han
 	g.log.LogAttrs(r.Context(), level, "http request",
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
+		slog.String("route", route.label()),
 		slog.Int("status", status),
-		slog.Duration("duration", time.Since(start)),
+		slog.Duration("duration", elapsed),
 		slog.String("request_id", id),
 		slog.String("remote", r.RemoteAddr),
 	)
@@ -263,6 +267,8 @@ func (g *Gateway) prepareStream(next runtime.HandlerFunc) runtime.HandlerFunc {
 		h := w.Header()
 		h.Set("X-Accel-Buffering", "no")
 		h.Set("Cache-Control", "no-store")
+		g.cfg.Metrics.watcherDelta(1)
+		defer g.cfg.Metrics.watcherDelta(-1)
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
 		stop := context.AfterFunc(g.draining, cancel)

@@ -5,6 +5,7 @@ import (
 
 	"github.com/tetherhq/tether/server/registry"
 	"github.com/tetherhq/tether/server/registry/memstore"
+	"github.com/tetherhq/tether/server/registry/redisstore"
 )
 
 func storeKind(c Config) string {
@@ -14,7 +15,11 @@ func storeKind(c Config) string {
 	return "memory"
 }
 
+// openStore builds the registry store: Redis when a URL is configured, the
+// embedded in-memory store otherwise.
 func openStore(ctx context.Context, c Config) (registry.Store, error) {
-	_ = ctx
-	return memstore.New(memstore.Options{}), nil
+	if c.RedisURL == "" {
+		return memstore.New(memstore.Options{}), nil
+	}
+	return redisstore.New(ctx, redisstore.Options{URL: c.RedisURL, Logger: c.Logger})
 }

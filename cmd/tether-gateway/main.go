@@ -1,6 +1,7 @@
 // Command tether-gateway serves the Tether HTTP/JSON API (/v1/devices...,
 // /openapi.json, /healthz, /readyz) in front of one or more tether-server
-// replicas, translating to their gRPC DeviceService. See docs/GATEWAY.md.
+// replicas, translating to their gRPC DeviceService. With --metrics it also
+// serves Prometheus metrics on a separate address. See docs/GATEWAY.md.
 package main
 
 import (
@@ -8,10 +9,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tetherhq/tether/gateway"
 	"github.com/tetherhq/tether/internal/envflag"
@@ -31,6 +40,7 @@ func run(args []string) error {
 	listen := fs.String("listen", "127.0.0.1:8080", "HTTP listen address")
 	servers := fs.String("server", "127.0.0.1:7070", "tether-server gRPC address; several, comma-separated, are load-balanced with health checks")
 	corsOrigins := fs.String("cors-origins", "", `comma-separated browser origins allowed cross-origin (https://console.example.com), or "*"; empty = no CORS`)
+	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:9091); empty = off")
 	maxBody := fs.Int64("max-body", gateway.DefaultMaxBodyBytes, "maximum request body size in bytes")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -59,18 +69,59 @@ func run(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	var metrics *gateway.Metrics
+	if *metricsAddr != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		metrics = gateway.NewMetrics(reg)
+		stopMetrics, err := serveMetrics(ctx, *metricsAddr, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 	gw, err := gateway.New(ctx, gateway.Config{
 		Servers:            splitList(*servers),
 		CORSAllowedOrigins: splitList(*corsOrigins),
 		MaxBodyBytes:       *maxBody,
 		Logger:             log,
+		Metrics:            metrics,
 	})
 	if err != nil {
 		return err
 	}
 	defer gw.Close()
-	log.Info("tether-gateway starting", "listen", *listen, "servers", *servers, "version", version.String())
+	log.Info("tether-gateway starting", "listen", *listen, "servers", *servers, "metrics", *metricsAddr, "version", version.String())
 	return gw.Run(ctx, *listen)
+}
+
+// serveMetrics serves reg on addr at /metrics until the returned function is
+// called (after the gateway's own drain, so the drain can be scraped).
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) (stop func(), err error) {
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server failed", "addr", addr, "err", err)
+		}
+	}()
+	log.Info("metrics serving", "addr", ln.Addr().String())
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			_ = srv.Close()
+		}
+	}, nil
 }
 
 // splitList splits a comma-separated flag value, dropping blanks.

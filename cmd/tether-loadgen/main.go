@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -113,6 +114,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	o.cfg.Progress = stderr
+	c := &o.cfg
+	fmt.Fprintf(stderr, "tether-loadgen %s: %d devices (legacy fraction %g) as %s0..%d against %s, ramp %g/s, duration %v\n",
+		version.Short(), c.Devices, c.LegacyFraction, c.IDPrefix, c.Devices-1, strings.Join(c.Servers, ","), c.Ramp, c.Duration)
 	rep, err := loadgen.Run(ctx, o.cfg)
 	if err != nil {
 		return err

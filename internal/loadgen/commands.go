@@ -24,8 +24,8 @@ const pickTries = 32
 const maxLag = time.Second
 
 // driveCommands issues SendCommand "echo" calls at CommandsRate against
-// random connected devices until ctx ends, then waits for the calls in
-// flight (which ctx cancels).
+// random connected devices until ctx ends, then cancels the calls in flight
+// and waits for them.
 func (r *runner) driveCommands(ctx context.Context) {
 	conn, err := grpc.NewClient("passthrough:///"+r.cfg.CommandsVia,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -40,6 +40,12 @@ func (r *runner) driveCommands(ctx context.Context) {
 	slots := make(chan struct{}, r.cfg.CommandsConcurrency)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// The calls run under a context without ctx's deadline: a call must
+	// carry only CommandTimeout, or the end of the hold time would reach
+	// the server as the call's deadline and come back as DeadlineExceeded
+	// before ctx itself reports done.
+	callCtx, cancelCalls := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelCalls() // runs before wg.Wait
 	interval := time.Duration(float64(time.Second) / r.cfg.CommandsRate)
 	next := time.Now()
 	t := time.NewTimer(time.Hour)
@@ -73,7 +79,7 @@ func (r *runner) driveCommands(ctx context.Context) {
 		}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			r.sendCommand(ctx, client, a.id, seq)
+			r.sendCommand(callCtx, client, a.id, seq)
 		})
 	}
 }

@@ -94,7 +94,10 @@ type ProcessReport struct {
 	RSSPerConnectionBytes int64 `json:"rss_per_connection_bytes"`
 	// GoHeapBytes is the live+unswept Go heap (runtime/metrics
 	// /memory/classes/heap/objects:bytes).
-	GoHeapBytes             int64   `json:"go_heap_bytes"`
+	GoHeapBytes int64 `json:"go_heap_bytes"`
+	// GoStackBytes is the memory of goroutine stacks
+	// (/memory/classes/heap/stacks:bytes).
+	GoStackBytes            int64   `json:"go_stack_bytes"`
 	Goroutines              int     `json:"goroutines"`
 	GoroutinesPerConnection float64 `json:"goroutines_per_connection"`
 }
@@ -157,10 +160,13 @@ func (r *runner) snapshot() *Report {
 		}
 		p.GoroutinesPerConnection = round3(float64(p.Goroutines) / float64(rep.Connected))
 	}
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}
 	metrics.Read(sample)
 	if sample[0].Value.Kind() == metrics.KindUint64 {
 		p.GoHeapBytes = int64(sample[0].Value.Uint64())
+	}
+	if sample[1].Value.Kind() == metrics.KindUint64 {
+		p.GoStackBytes = int64(sample[1].Value.Uint64())
 	}
 	return rep
 }
@@ -169,9 +175,16 @@ func round3(f float64) float64 {
 	return float64(int64(f*1000+0.5)) / 1000
 }
 
-// Line renders the report as one progress line, e.g.
+// Line renders the report as one progress line, e.g. (wrapped here)
 //
-//	t=12.0s target=1000 connected=998 ever=1000 all=3.2s(312/s) attempts=1004 fail=4{Unavailable=4} closed=0{} broke=0{} pings=5210 ignored=1002 cmds=120/119ok p50=1.2ms p99=4.0ms p99.9=4.0ms fds=1012 rss=61.3MiB(42.1KiB/conn) heap=30.2MiB goroutines=7003
+//	t=40.0s target=15000 connected=15000 ever=15000 all=27.3s(550/s) attempts=15000
+//	fail=0 closed=0 broke=0 pings=42249 ignored=0 answered_cmds=4097 cmds=4097 ok=4097
+//	skipped=3902 err=0 p50=1.21ms p99=4112.38ms p99.9=4751.36ms fds=15010/20000
+//	rss=953.8MiB(64.4KiB/conn) heap=438.6MiB stacks=460.5MiB goroutines=120010
+//
+// Maps are appended to their totals as {key=n,...} when not empty, e.g.
+// fail=12{Unavailable=12}; before all devices are in, all=... is replaced by
+// rate=N/s (first connects per second so far).
 func (r *Report) Line() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "t=%.1fs target=%d connected=%d ever=%d", r.ElapsedSeconds, r.TargetDevices, r.Connected, r.EverConnected)
@@ -195,7 +208,7 @@ func (r *Report) Line() string {
 	if p.RSSPerConnectionBytes > 0 {
 		fmt.Fprintf(&b, "(%s/conn)", size(p.RSSPerConnectionBytes))
 	}
-	fmt.Fprintf(&b, " heap=%s goroutines=%d", size(p.GoHeapBytes), p.Goroutines)
+	fmt.Fprintf(&b, " heap=%s stacks=%s goroutines=%d", size(p.GoHeapBytes), size(p.GoStackBytes), p.Goroutines)
 	return b.String()
 }
 
@@ -223,8 +236,8 @@ func (r *Report) Text() string {
 		w("command latency:      p50 %.2fms p90 %.2fms p99 %.2fms p99.9 %.2fms max %.2fms mean %.2fms (n=%d)", l.P50, l.P90, l.P99, l.P999, l.Max, l.Mean, l.Count)
 	}
 	p := r.Process
-	w("process:              fds %d/%d, rss %s (baseline %s, %s per connection), go heap %s, goroutines %d (%.1f per connection)",
-		p.OpenFDs, p.FDLimit, size(p.RSSBytes), size(p.BaselineRSSBytes), size(p.RSSPerConnectionBytes), size(p.GoHeapBytes), p.Goroutines, p.GoroutinesPerConnection)
+	w("process:              fds %d/%d, rss %s (baseline %s, %s per connection), go heap %s, stacks %s, goroutines %d (%.1f per connection)",
+		p.OpenFDs, p.FDLimit, size(p.RSSBytes), size(p.BaselineRSSBytes), size(p.RSSPerConnectionBytes), size(p.GoHeapBytes), size(p.GoStackBytes), p.Goroutines, p.GoroutinesPerConnection)
 	w("shutdown:             %.2fs, clean %v", r.ShutdownSeconds, r.CleanShutdown)
 	for _, k := range slices.Sorted(maps.Keys(r.ErrorSamples)) {
 		w("first error %-20s %s", k+":", r.ErrorSamples[k])

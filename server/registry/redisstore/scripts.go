@@ -26,4 +26,6 @@ var (
 	updateInfoScript = redis.NewScript(updateInfoSrc)
 	releaseScript    = redis.NewScript(releaseSrc)
 	remirrorScript   = redis.NewScript(remirrorSrc)
+
+	allScripts = []*redis.Script{claimScript, touchScript, updateInfoScript, releaseScript, remirrorScript}
 )
