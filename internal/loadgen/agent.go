@@ -157,7 +157,7 @@ func (a *agent) session(ctx context.Context) (end sessionEnd) {
 	}
 	if c := first.GetClose(); c != nil {
 		timer.Stop()
-		return fail(reasonKey(c.GetReason()), fmt.Errorf("Close before HelloAck: %s %s", c.GetReason(), c.GetMessage()))
+		return fail(reasonKey(c.GetReason()), fmt.Errorf("server sent Close before HelloAck: %s %s", c.GetReason(), c.GetMessage()))
 	}
 	if first.GetHelloAck() == nil {
 		return failed(fmt.Errorf("%w: %T", errNotHelloAck, first.GetMsg()))

@@ -48,10 +48,9 @@ func (s *Service) WatchDevices(req *tetherv1.WatchDevicesRequest, stream tetherv
 		if err != nil {
 			return storeErr("watch devices", err)
 		}
+		// "" (no event yet) reads from the oldest retained event, which
+		// is the first one to arrive after this point.
 		after = id
-		if after == "" {
-			after = "0"
-		}
 	}
 	send := func(e *tetherv1.DeviceEvent) error {
 		return stream.Send(&tetherv1.WatchDevicesResponse{Event: e})

@@ -1,0 +1,190 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// docCommands returns the curl and grpcurl lines of the ```sh blocks of a
+// Markdown file, exactly as written. Any other non-blank, non-comment line in
+// an sh block fails the test: every command the document shows is run.
+func docCommands(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var cmds []string
+	in := false
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case strings.HasPrefix(line, "```sh"):
+			in = true
+		case strings.HasPrefix(line, "```"):
+			in = false
+		case !in || line == "" || strings.HasPrefix(line, "#"):
+		case strings.HasPrefix(line, "curl ") || strings.HasPrefix(line, "grpcurl "):
+			cmds = append(cmds, line)
+		default:
+			t.Errorf("%s:%d: an sh block holds a line that is not a curl or grpcurl command (so it would not be tested): %s", path, n, line)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return cmds
+}
+
+// adminCheck is what a docs/ADMIN.md command must do: exit with exit and
+// print every string of want.
+type adminCheck struct {
+	match string // the first check whose match the command contains applies
+	exit  int
+	want  []string
+}
+
+var adminChecks = []adminCheck{
+	// The watches end by their time limit: grpcurl exits 64+DEADLINE_EXCEEDED,
+	// curl 28 (operation timed out). The snapshot must have been complete.
+	{"DeviceService/WatchDevices", 68, []string{"EVENT_TYPE_SNAPSHOT", "demo-1", "EVENT_TYPE_SNAPSHOT_END", "DeadlineExceeded"}},
+	{"/v1/devices:watch", 28, []string{`"EVENT_TYPE_SNAPSHOT"`, `"demo-1"`, `"EVENT_TYPE_SNAPSHOT_END"`}},
+	{"7070 list", 0, []string{"tether.v1.AgentService", "tether.v1.DeviceService", "grpc.health.v1.Health", "grpc.reflection"}},
+	{"describe tether.v1.DeviceService", 0, []string{"rpc ListDevices", "rpc GetDevice", "rpc WatchDevices", "rpc SendCommand", "rpc DisconnectDevice"}},
+	{"describe tether.v1.SendCommandRequest", 0, []string{"message SendCommandRequest", "device_id", "timeout"}},
+	{"/openapi.json", 0, []string{`"swagger"`, `/v1/devices/{deviceId}:command`}},
+	{"DeviceService/SendCommand", 0, []string{`"output": "hello admin\n"`}},
+	{"/v1/devices/demo-1:command", 0, []string{`"output":"hello admin\n"`}},
+	{"DeviceService/DisconnectDevice", 0, []string{`"leaseId"`, `"node"`}},
+	{"/v1/devices/demo-1:disconnect", 0, []string{`"leaseId"`, `"node"`}},
+	{"Health/Check", 0, []string{`"status": "SERVING"`}},
+	{"9090/healthz", 0, []string{"ok"}},
+	{"9090/readyz", 0, []string{"ready"}},
+	{"8080/healthz", 0, []string{`{"status":"ok"}`}},
+	{"8080/readyz", 0, []string{`{"status":"ok"}`}},
+	{"^tether_(sessions|", 0, []string{`tether_sessions{mode="app_pong"} 1`, "tether_connects_total "}},
+	{"^tether_(commands_total|", 0, []string{`tether_commands_total{outcome="OK"} 2`, "tether_command_duration_seconds_count 2"}},
+	{"^tether_grpc_server_handled_total", 0, []string{`tether_grpc_server_handled_total{code="OK",method="/tether.v1.DeviceService/SendCommand"} 2`}},
+	{"label_selector", 0, []string{"demo-1", "env"}},
+	{"DeviceService/ListDevices", 0, []string{`"deviceId": "demo-1"`, `"online": true`}},
+	{"DeviceService/GetDevice", 0, []string{`"deviceId": "demo-1"`, "LIVENESS_MODE_APP_PONG"}},
+	{"/v1/devices", 0, []string{`"deviceId":"demo-1"`, `"online":true`}},
+}
+
+func checkFor(cmd string) (adminCheck, bool) {
+	for _, c := range adminChecks {
+		if strings.Contains(cmd, c.match) {
+			return c, true
+		}
+	}
+	return adminCheck{}, false
+}
+
+// sessionLogLine matches the lifecycle log lines docs/ADMIN.md describes.
+var (
+	startedLine = regexp.MustCompile(`msg="session started" device=demo-1 lease=\d+ node=\S+ remote=127\.0\.0\.1:\d+ mode=app_pong`)
+	kickedLine  = regexp.MustCompile(`msg="session ended" device=demo-1 lease=\d+ node=\S+ remote=127\.0\.0\.1:\d+ reason=kicked detail=maintenance`)
+)
+
+// TestAdminDocCommandsWorkAsWritten starts the system the way docs/ADMIN.md
+// (and `make run`) describes it, and runs every command of the document in
+// order. It uses the same fixed ports as the README test, so neither may run
+// in parallel.
+func TestAdminDocCommandsWorkAsWritten(t *testing.T) {
+	cmds := docCommands(t, "../docs/ADMIN.md")
+	if len(cmds) < 20 {
+		t.Fatalf("found only %d commands in docs/ADMIN.md", len(cmds))
+	}
+	for _, c := range cmds {
+		if _, ok := checkFor(c); !ok {
+			t.Fatalf("no output check for %s (add one to adminChecks)", c)
+		}
+	}
+	for _, addr := range []string{"127.0.0.1:7070", "127.0.0.1:8080", "127.0.0.1:9090"} {
+		if c, err := netDial(addr); err == nil {
+			c.Close()
+			t.Fatalf("%s is already in use; the docs/ADMIN.md examples need it free", addr)
+		}
+	}
+	grpcurl := grpcurlPath(t)
+	srv := start(t, "tether-server", "--listen", "127.0.0.1:7070", "--http", "127.0.0.1:8080", "--metrics", "127.0.0.1:9090")
+	waitListening(t, "127.0.0.1:7070")
+	waitListening(t, "127.0.0.1:8080")
+	waitListening(t, "127.0.0.1:9090")
+	demo, err := os.ReadFile("../scripts/demo-agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, "tether-agent", "--server", "127.0.0.1:7070", "--device-id", "demo-1", "--config", writeFile(t, "demo-agent.yaml", demo))
+	const base = "http://127.0.0.1:8080"
+	waitOnline(t, base, "demo-1", 20*time.Second)
+
+	path := filepath.Dir(grpcurl) + ":" + os.Getenv("PATH")
+	for _, c := range cmds {
+		check, _ := checkFor(c)
+		before, _ := getDevice(base, "demo-1")
+		line := c
+		if strings.HasPrefix(c, "curl ") {
+			// An HTTP error status must fail the command, also in a pipe.
+			line = "set -o pipefail; curl --fail-with-body " + strings.TrimPrefix(c, "curl ")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, "bash", "-c", line)
+		cmd.Env = append(os.Environ(), "PATH="+path)
+		out, err := cmd.CombinedOutput()
+		cancel()
+		code := 0
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("%s\n  could not run: %v", c, err)
+		}
+		s := string(out)
+		if code != check.exit {
+			t.Errorf("%s\n  exit status %d, want %d:\n%s", c, code, check.exit, s)
+			continue
+		}
+		for _, w := range check.want {
+			if !strings.Contains(s, w) {
+				t.Errorf("%s\n  output lacks %q:\n%s", c, w, s)
+			}
+		}
+		t.Logf("ok (exit %d): %s", code, c)
+
+		if strings.Contains(c, "DisconnectDevice") || strings.Contains(c, ":disconnect") {
+			// The kick ended the session; the agent comes back with a new
+			// lease, ready for the next command.
+			eventually(t, 20*time.Second, func() error {
+				d, err := getDevice(base, "demo-1")
+				switch {
+				case err != nil:
+					return err
+				case !d.Online || d.Session == nil:
+					return errors.New("demo-1 has not reconnected after the kick")
+				case before.Session != nil && d.Session.LeaseID == before.Session.LeaseID:
+					return errors.New("demo-1 still has its old lease")
+				}
+				return nil
+			})
+		}
+	}
+
+	// The log lines docs/ADMIN.md shows.
+	logs := srv.out.String()
+	if !startedLine.MatchString(logs) {
+		t.Errorf("no log line matching %s", startedLine)
+	}
+	if n := len(kickedLine.FindAllString(logs, -1)); n != 2 {
+		t.Errorf("%d log lines matching %s, want 2 (one per kick)", n, kickedLine)
+	}
+}
