@@ -89,15 +89,23 @@ test-short:
 run: build
 	@scripts/run.sh
 
-## install: binaries, systemd units and example configs under $(DESTDIR)$(PREFIX)
+## install: binaries under $(DESTDIR)$(PREFIX)/bin, systemd units (ExecStart
+## pointing there) and example configs under $(DESTDIR)/etc; an existing
+## config is kept, never overwritten
+UNITS := agent/systemd/tether-agent.service server/systemd/tether-server.service gateway/systemd/tether-gateway.service
+CONFIGS := agent/systemd/agent.example.yaml:agent.yaml server/systemd/server.example.env:server.env gateway/systemd/gateway.example.env:gateway.env
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/tether
 	install -m 0755 $(addprefix $(BIN)/,$(CMDS)) $(DESTDIR)$(PREFIX)/bin/
-	install -m 0644 agent/systemd/tether-agent.service server/systemd/tether-server.service \
-	  gateway/systemd/tether-gateway.service $(DESTDIR)/etc/systemd/system/
-	install -m 0640 agent/systemd/agent.example.yaml $(DESTDIR)/etc/tether/agent.yaml
-	install -m 0640 server/systemd/server.example.env $(DESTDIR)/etc/tether/server.env
-	install -m 0640 gateway/systemd/gateway.example.env $(DESTDIR)/etc/tether/gateway.env
+	@for u in $(UNITS); do \
+	  dst=$(DESTDIR)/etc/systemd/system/$${u##*/}; echo "install $$u -> $$dst"; \
+	  sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' "$$u" > "$$dst.tmp" && chmod 0644 "$$dst.tmp" && mv -f "$$dst.tmp" "$$dst" || exit 1; \
+	done
+	@for c in $(CONFIGS); do \
+	  src=$${c%%:*}; dst=$(DESTDIR)/etc/tether/$${c##*:}; \
+	  if [ -e "$$dst" ]; then echo "keep $$dst (exists; the new example is $$src)"; \
+	  else echo "install $$src -> $$dst"; install -m 0640 "$$src" "$$dst" || exit 1; fi; \
+	done
 
 clean:
 	rm -rf $(BIN)

@@ -96,6 +96,9 @@ func New(cfg Config) (*Agent, error) {
 		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(ClientKeepalive()),
 	}
+	if cfg.PerRPC != nil {
+		a.dialOpts = append(a.dialOpts, grpc.WithPerRPCCredentials(cfg.PerRPC))
+	}
 	if d := tcpDialer(cfg.ServerAddr, tcpUserTimeout); d != nil {
 		a.dialOpts = append(a.dialOpts, grpc.WithContextDialer(d))
 	}

@@ -66,9 +66,11 @@ type Config struct {
 	Version string
 	// Logger receives one line per lifecycle event (default slog.Default()).
 	Logger *slog.Logger
-	// Credentials secure the connection. Nil means plaintext for now; TLS
-	// credentials go here when the server offers TLS.
+	// Credentials secure the connection (TLSCredentials). Nil means
+	// plaintext: dev mode, for a server on loopback.
 	Credentials credentials.TransportCredentials
+	// PerRPC, if set, authenticates the Connect stream (TokenCredentials).
+	PerRPC credentials.PerRPCCredentials
 	// DialOptions are applied after the agent's own (keepalive, dialer,
 	// credentials), so they override them; tests pass a bufconn dialer.
 	DialOptions []grpc.DialOption

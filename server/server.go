@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"sync"
@@ -16,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -43,6 +44,9 @@ type Config struct {
 	// RedisURL selects the Redis store; empty means the embedded in-memory
 	// store.
 	RedisURL string
+	// Security configures TLS, authentication and admission limits; the
+	// zero value is dev mode (plaintext, loopback only, no authentication).
+	Security Security
 	// Session holds the node name and every liveness number.
 	Session session.Config
 	// DrainTimeout bounds graceful shutdown. Default 10s.
@@ -105,6 +109,7 @@ type Server struct {
 	grpc    *grpc.Server
 	health  *health.Server
 	metrics *metrics.Metrics
+	sec     *security
 	log     *slog.Logger
 
 	mu       sync.Mutex
@@ -115,6 +120,9 @@ type Server struct {
 // before Run).
 func New(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.setDefaults()
+	if err := cfg.checkSecurity(); err != nil {
+		return nil, err
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
 	lis := cfg.Listener
 	if lis == nil {
@@ -141,6 +149,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	s.store = store
+	sec, err := s.cfg.buildSecurity(store, cfg.Logger)
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	s.sec = sec
+	peerOpts, err := sec.peerDialOptions(cfg.Security)
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
 	s.metrics = metrics.New(cfg.Registry)
 	cfg.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	hub, err := session.NewHub(s.cfg.Session, store, s.metrics)
@@ -149,18 +168,22 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.hub = hub
-	s.peers = deviceapi.NewPeers(grpc.WithTransportCredentials(insecure.NewCredentials()))
+	s.peers = deviceapi.NewPeers(peerOpts...)
 	s.api = deviceapi.New(deviceapi.Config{Logger: cfg.Logger, Peers: s.peers}, store, hub, s.metrics)
 
 	sc := hub.Config()
 	gm := metrics.NewGRPC(cfg.Registry)
 	s.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(gm.Unary),
-		grpc.ChainStreamInterceptor(gm.Stream),
-		grpc.Creds(session.TrackConns(insecure.NewCredentials())),
+		grpc.ChainUnaryInterceptor(gm.Unary, sec.policy.Unary),
+		grpc.ChainStreamInterceptor(gm.Stream, sec.policy.Stream),
+		grpc.Creds(session.TrackConns(sec.creds)),
 		grpc.KeepaliveParams(serverKeepalive(sc)),
 		grpc.KeepaliveEnforcementPolicy(enforcementPolicy()),
 		grpc.MaxRecvMsgSize(1<<20),
+		// Agents send small messages; grpc-go's 32 KiB per-connection read
+		// buffer was the largest single item of a held session's memory.
+		grpc.ReadBufferSize(8<<10),
+		grpc.WriteBufferSize(8<<10),
 		grpc.MaxConcurrentStreams(32),
 		grpc.ConnectionTimeout(5*time.Second),
 	)
@@ -223,13 +246,17 @@ func (s *Server) Run(ctx context.Context) error {
 	loops.Add(2)
 	go func() { defer loops.Done(); s.hub.Mirror(runCtx, s.cfg.Advertise) }()
 	go func() { defer loops.Done(); s.watchHealth(runCtx) }()
+	if rev := s.sec.policy.Revocations; rev != nil {
+		loops.Add(1)
+		go func() { defer loops.Done(); s.hub.WatchRevocations(runCtx, rev) }()
+	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.grpc.Serve(s.lis) }()
 
 	var https []*http.Server
 	if s.cfg.HTTP != "" && s.cfg.GatewayHandler != nil {
-		conn, err := grpc.NewClient(s.lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(s.lis.Addr().String(), s.sec.selfDialOption())
 		if err != nil {
 			return fmt.Errorf("gateway client: %w", err)
 		}
@@ -238,7 +265,7 @@ func (s *Server) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("gateway: %w", err)
 		}
-		hs, err := s.serveHTTP(s.cfg.HTTP, h)
+		hs, err := s.serveHTTP(s.cfg.HTTP, h, s.sec.httpTLS())
 		if err != nil {
 			return err
 		}
@@ -247,6 +274,11 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.cfg.Metrics != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+		// Profiling on the (loopback, operator-only) metrics listener.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 		mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 			if !s.Ready() {
@@ -255,14 +287,16 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			fmt.Fprintln(w, "ready")
 		})
-		hs, err := s.serveHTTP(s.cfg.Metrics, mux)
+		hs, err := s.serveHTTP(s.cfg.Metrics, mux, nil)
 		if err != nil {
 			return err
 		}
 		https = append(https, hs)
 	}
 	log.Info("tether server started", "listen", s.lis.Addr().String(), "advertise", s.cfg.Advertise, "http", s.cfg.HTTP,
-		"metrics", s.cfg.Metrics, "store", storeKind(s.cfg), "version", s.cfg.Version)
+		"metrics", s.cfg.Metrics, "store", storeKind(s.cfg), "version", s.cfg.Version,
+		"tls", s.sec.tls != nil, "mtls", s.cfg.Security.ClientCA != "", "device_tokens", len(s.cfg.Security.TokenSecret) > 0,
+		"api_keys", s.cfg.Security.APIKeys.Len(), "cluster_secret", len(s.cfg.Security.ClusterSecret) > 0)
 
 	var err error
 	select {
@@ -276,14 +310,20 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
-func (s *Server) serveHTTP(addr string, h http.Handler) (*http.Server, error) {
+func (s *Server) serveHTTP(addr string, h http.Handler, tlsCfg *tls.Config) (*http.Server, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg}
 	go func() {
-		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if tlsCfg != nil {
+			err = hs.ServeTLS(lis, "", "")
+		} else {
+			err = hs.Serve(lis)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http server failed", "addr", addr, "err", err)
 		}
 	}()

@@ -39,6 +39,16 @@ type File struct {
 	OutputCap int `yaml:"output_cap"`
 	// Commands are the named commands besides the built-ins echo and info.
 	Commands map[string]Command `yaml:"commands"`
+	// CA is a PEM bundle that verifies the server certificate; setting it
+	// (or TLSCert) turns TLS on.
+	CA string `yaml:"ca"`
+	// TLSCert and TLSKey are the device's client certificate and key.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// TLS turns TLS on with the system roots (implied by CA and TLSCert).
+	TLS bool `yaml:"tls"`
+	// TokenFile holds the device token (tether-server token issue).
+	TokenFile string `yaml:"token_file"`
 }
 
 // Command is one allow-listed command.
@@ -164,7 +174,7 @@ func clarify(err error) error {
 	for i, m := range te.Errors {
 		msgs[i] = unknownField.ReplaceAllStringFunc(m, func(s string) string {
 			sub := unknownField.FindStringSubmatch(s)
-			known := "server, device_id, labels, legacy_no_pong, output_cap, commands"
+			known := "server, device_id, labels, legacy_no_pong, output_cap, commands, ca, tls_cert, tls_key, tls, token_file"
 			where := "top level"
 			if sub[2] == "Command" {
 				known, where = "argv, timeout", "a command"
@@ -186,6 +196,9 @@ func (f *File) Validate() error {
 		if k == "" {
 			return errors.New("labels: empty label name")
 		}
+	}
+	if (f.TLSCert == "") != (f.TLSKey == "") {
+		return errors.New("tls_cert and tls_key go together")
 	}
 	if f.OutputCap < 0 || f.OutputCap > command.MaxOutputCap {
 		return fmt.Errorf("output_cap %d: want 0 (default) to %d bytes", f.OutputCap, command.MaxOutputCap)

@@ -38,6 +38,12 @@ func run(args []string) error {
 	configPath := fs.String("config", "", "config file (default "+config.DefaultPath+", which may be absent; a file named here must exist)")
 	deviceID := fs.String("device-id", "", "device id, 1-64 of [A-Za-z0-9._-] (default: the primary MAC address, aa-bb-cc-dd-ee-ff)")
 	legacy := fs.Bool("legacy-no-pong", false, "behave like an old agent: never answer Pings, do not advertise CAPABILITY_PONG")
+	caFile := fs.String("ca", "", "CA bundle (PEM) that verifies the server certificate; turns TLS on")
+	tlsCert := fs.String("tls-cert", "", "device client certificate (PEM) for mutual TLS (URI SAN tether://device/<id> or CN = the device id); turns TLS on")
+	tlsKey := fs.String("tls-key", "", "device client key (PEM)")
+	useTLS := fs.Bool("tls", false, "use TLS with the system roots (implied by --ca and --tls-cert)")
+	serverName := fs.String("server-name", "", "name expected in the server certificate (default: the host of --server)")
+	tokenFile := fs.String("token-file", "", "file holding the device token (tether-server token issue), sent as authorization: Bearer; re-read at every reconnect")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -92,10 +98,27 @@ func run(args []string) error {
 		OutputCap:    file.OutputCap,
 		Version:      version.Short(),
 		Logger:       log,
-		// Plaintext until the server offers TLS; credentials will be chosen
-		// here (agent.Config.Credentials), not by an --insecure switch.
-		Credentials: nil,
-		Notifier:    notifier,
+		Notifier:     notifier,
+	}
+	to := agent.TLSOptions{
+		CA:         pick(set["ca"], *caFile, file.CA, ""),
+		Cert:       pick(set["tls-cert"], *tlsCert, file.TLSCert, ""),
+		Key:        pick(set["tls-key"], *tlsKey, file.TLSKey, ""),
+		ServerName: *serverName,
+	}
+	secure := pick(set["tls"], *useTLS, file.TLS, false) || to.CA != "" || to.Cert != ""
+	if secure {
+		if cfg.Credentials, err = agent.TLSCredentials(to); err != nil {
+			return err
+		}
+	}
+	if tf := pick(set["token-file"], *tokenFile, file.TokenFile, ""); tf != "" {
+		if cfg.PerRPC, err = agent.TokenCredentials(tf, secure); err != nil {
+			return err
+		}
+		if !secure {
+			log.Warn("sending the device token over plaintext (no --ca/--tls): only acceptable against a server on this host")
+		}
 	}
 	a, err := agent.New(cfg)
 	if err != nil {
@@ -110,7 +133,8 @@ func run(args []string) error {
 		log.Warn("sd_notify READY failed", "err", err)
 	}
 	context.AfterFunc(ctx, func() { _ = notifier.Stopping() })
-	log.Info("tether-agent starting", "version", version.String(), "device", a.DeviceID(), "server", cfg.ServerAddr, "config", configName(set["config"], *configPath))
+	log.Info("tether-agent starting", "version", version.String(), "device", a.DeviceID(), "server", cfg.ServerAddr, "config", configName(set["config"], *configPath),
+		"tls", secure, "mtls", to.Cert != "", "token", cfg.PerRPC != nil)
 	return a.Run(ctx)
 }
 

@@ -57,6 +57,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&c.Reconnect, "reconnect", true, "re-dial sessions that ended or failed, with a small jittered backoff")
 	cmdRate := fs.String("commands-rate", "0", "SendCommand echo calls per second, N/s, against random connected devices (0 = off)")
 	fs.StringVar(&c.CommandsVia, "commands-via", "", "DeviceService address for --commands-rate (default: the first --server)")
+	fs.StringVar(&c.CommandsHTTP, "commands-http", "", "send the --commands-rate calls through the JSON gateway at this base URL (http://host:port) instead of gRPC")
+	fs.DurationVar(&c.CommandsWarmup, "warmup", 0, "commands sent during this first part of the command drive are not counted")
 	fs.IntVar(&c.CommandsConcurrency, "commands-concurrency", loadgen.DefaultCommandsConcurrency, "SendCommand calls in flight at most; calls due beyond it are skipped")
 	fs.DurationVar(&c.CommandTimeout, "command-timeout", loadgen.DefaultCommandTimeout, "timeout of one SendCommand call")
 	fs.IntVar(&c.ReadBufferSize, "read-buffer", loadgen.DefaultBufferSize, "per-connection transport read buffer, bytes (negative = none)")

@@ -31,6 +31,14 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "token":
+			return tokenCommand(args[1:], os.Stdout, os.Stderr)
+		case "apikey":
+			return apikeyCommand(args[1:], os.Stdin, os.Stdout)
+		}
+	}
 	fs := flag.NewFlagSet("tether-server", flag.ContinueOnError)
 	var cfg server.Config
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "gRPC listen address (agents, DeviceService, health, reflection)")
@@ -43,13 +51,33 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.Session.PingTimeout, "ping-timeout", 5*time.Second, "how long a Ping may go unanswered, also the HTTP/2 keepalive timeout")
 	fs.DurationVar(&cfg.Session.HelloTimeout, "hello-timeout", 5*time.Second, "how long a new stream may take to send Hello")
 	fs.DurationVar(&cfg.Session.NodeTTL, "lease-ttl", 15*time.Second, "how long a crashed replica's sessions keep reading as online")
-	fs.DurationVar(&cfg.Session.MirrorInterval, "mirror-interval", 60*time.Second, "how often last-seen times are written to the registry (batched)")
+	fs.DurationVar(&cfg.Session.MirrorInterval, "mirror-interval", 120*time.Second, "how often last-seen times are written to the registry (batched)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 10*time.Second, "bound on graceful shutdown")
+	fs.StringVar(&cfg.Security.TLSCert, "tls-cert", "", "server certificate (PEM); with --tls-key turns TLS on for gRPC and --http (re-read when the file changes)")
+	fs.StringVar(&cfg.Security.TLSKey, "tls-key", "", "server private key (PEM)")
+	fs.StringVar(&cfg.Security.ClientCA, "client-ca", "", "CA bundle (PEM) that verifies client certificates: devices (URI SAN tether://device/<id>, else CN) and replicas (tether://peer/<node>)")
+	fs.StringVar(&cfg.Security.PeerCA, "peer-ca", "", "CA bundle (PEM) that verifies other replicas' server certificates (default: --client-ca, else the system roots)")
+	tokenSecretFile := fs.String("token-secret-file", "", "file with the secret (>= 32 bytes) that signs device tokens; set = agents must present a token or a client certificate")
+	apiKeysFile := fs.String("api-keys-file", "", "API keys, hashed (lines \"sha256:<hex> <role> <name>\" or YAML); set = DeviceService, reflection and admin calls need a key")
+	apiKeys := fs.String("api-keys", "", "API keys inline, same line format, ';'-separated (usually from TETHER_API_KEYS)")
+	clusterSecretFile := fs.String("cluster-secret-file", "", "file with the secret (>= 32 bytes) replicas prove to each other on PeerService (the same on every replica)")
+	fs.BoolVar(&cfg.Security.Insecure, "insecure", false, "allow plaintext gRPC/HTTP on a non-loopback address (without TLS the server otherwise binds loopback only)")
+	fs.Float64Var(&cfg.Security.HelloRate, "hello-rate", 20, "new agent streams per second per source IP (token bucket; negative = unlimited); excess gets RESOURCE_EXHAUSTED")
+	fs.IntVar(&cfg.Security.HelloBurst, "hello-burst", 40, "burst of new agent streams per source IP")
+	fs.BoolVar(&cfg.Security.RateLimitLoopback, "hello-rate-loopback", false, "apply --hello-rate to loopback sources too (exempt by default: a local proxy puts every client in one bucket)")
+	fs.IntVar(&cfg.Session.FlapLimit, "flap-limit", 10, "takeovers of one device id per minute tolerated before it is put in a cooldown")
+	fs.DurationVar(&cfg.Session.FlapCooldown, "flap-cooldown", time.Minute, "how long a flapping device id's Hellos are refused (Close FLAPPING with retry_after)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: tether-server [flags]\n\nEvery flag can also be set with an environment variable TETHER_<FLAG> (e.g. TETHER_LISTEN, TETHER_REDIS).\n\n")
+		fmt.Fprintf(fs.Output(), "Usage: tether-server [flags]\n"+
+			"       tether-server token issue <device-id> [--ttl 8760h] --token-secret-file F\n"+
+			"       tether-server token revoke <token|token-id> [--until RFC3339] --redis URL\n"+
+			"       tether-server apikey hash --role viewer|operator|admin --name NAME   (reads the key on stdin)\n\n"+
+			"Every flag can also be set with an environment variable TETHER_<FLAG> (e.g. TETHER_LISTEN, TETHER_REDIS,\n"+
+			"TETHER_TLS_CERT, TETHER_API_KEYS). Without --tls-cert the server listens on loopback only unless --insecure.\n"+
+			"See docs/SECURITY.md.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := envflag.Parse(fs, "TETHER", args); err != nil {
@@ -58,9 +86,15 @@ func run(args []string) error {
 		}
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (see --help)", fs.Args())
+	}
 	if *showVersion {
 		fmt.Println("tether-server", version.String())
 		return nil
+	}
+	if err := loadSecrets(&cfg.Security, *tokenSecretFile, *apiKeysFile, *apiKeys, *clusterSecretFile); err != nil {
+		return err
 	}
 	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,15 +28,20 @@ const maxLag = time.Second
 // random connected devices until ctx ends, then cancels the calls in flight
 // and waits for them.
 func (r *runner) driveCommands(ctx context.Context) {
-	conn, err := grpc.NewClient("passthrough:///"+r.cfg.CommandsVia,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithUserAgent("tether-loadgen/"+r.cfg.AgentVersion))
-	if err != nil {
-		r.st.commandFailed(codeKey(err), err)
-		return
+	var call commandCall
+	if r.cfg.CommandsHTTP != "" {
+		call = httpCommand(r.cfg.CommandsHTTP, r.cfg.CommandsConcurrency)
+	} else {
+		conn, err := grpc.NewClient("passthrough:///"+r.cfg.CommandsVia,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithUserAgent("tether-loadgen/"+r.cfg.AgentVersion))
+		if err != nil {
+			r.st.commandFailed(codeKey(err), err)
+			return
+		}
+		defer conn.Close()
+		call = grpcCommand(tetherv1.NewDeviceServiceClient(conn))
 	}
-	defer conn.Close()
-	client := tetherv1.NewDeviceServiceClient(conn)
 
 	slots := make(chan struct{}, r.cfg.CommandsConcurrency)
 	var wg sync.WaitGroup
@@ -46,6 +52,7 @@ func (r *runner) driveCommands(ctx context.Context) {
 	// before ctx itself reports done.
 	callCtx, cancelCalls := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelCalls() // runs before wg.Wait
+	r.cmdCountFrom.Store(time.Now().Add(r.cfg.CommandsWarmup).UnixNano())
 	interval := time.Duration(float64(time.Second) / r.cfg.CommandsRate)
 	next := time.Now()
 	t := time.NewTimer(time.Hour)
@@ -79,7 +86,7 @@ func (r *runner) driveCommands(ctx context.Context) {
 		}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			r.sendCommand(callCtx, client, a.id, seq)
+			r.sendCommand(callCtx, call, a.id, seq)
 		})
 	}
 }
@@ -96,24 +103,39 @@ func (r *runner) pickConnected() *agent {
 	return nil
 }
 
-func (r *runner) sendCommand(ctx context.Context, client tetherv1.DeviceServiceClient, device string, seq int) {
+// commandCall runs one echo command and returns the device's output and
+// error text, or a failure with its gRPC code name.
+type commandCall func(ctx context.Context, device string, args []string, timeout time.Duration) (output, deviceErr string, err error)
+
+func grpcCommand(client tetherv1.DeviceServiceClient) commandCall {
+	return func(ctx context.Context, device string, args []string, timeout time.Duration) (string, string, error) {
+		resp, err := client.SendCommand(ctx, &tetherv1.SendCommandRequest{
+			DeviceId: device, Name: "echo", Args: args, Timeout: durationpb.New(timeout),
+		})
+		return resp.GetOutput(), resp.GetError(), err
+	}
+}
+
+func (r *runner) sendCommand(ctx context.Context, call commandCall, device string, seq int) {
 	st := r.st
 	args := []string{"loadgen", strconv.Itoa(seq)}
 	cctx, cancel := context.WithTimeout(ctx, r.cfg.CommandTimeout)
 	defer cancel()
-	st.cmdSent.Add(1)
 	began := time.Now()
-	resp, err := client.SendCommand(cctx, &tetherv1.SendCommandRequest{
-		DeviceId: device, Name: "echo", Args: args, Timeout: durationpb.New(r.cfg.CommandTimeout),
-	})
+	if began.UnixNano() < r.cmdCountFrom.Load() {
+		_, _, _ = call(cctx, device, args, r.cfg.CommandTimeout) // warm-up: not counted
+		return
+	}
+	st.cmdSent.Add(1)
+	output, deviceErr, err := call(cctx, device, args, r.cfg.CommandTimeout)
 	took := time.Since(began)
 	switch {
 	case err != nil:
 		if ctx.Err() == nil { // not our own shutdown
 			st.commandFailed(codeKey(err), err)
 		}
-	case resp.GetError() != "" || resp.GetOutput() != args[0]+" "+args[1]:
-		st.commandFailed("Mismatch", errors.New("device "+device+": output "+strconv.Quote(resp.GetOutput())+" error "+strconv.Quote(resp.GetError())))
+	case deviceErr != "" || strings.TrimSuffix(output, "\n") != args[0]+" "+args[1]:
+		st.commandFailed("Mismatch", errors.New("device "+device+": output "+strconv.Quote(output)+" error "+strconv.Quote(deviceErr)))
 	default:
 		st.cmdOK.Add(1)
 		st.cmdLatency.record(took)

@@ -73,6 +73,13 @@ type Config struct {
 	CommandsRate float64
 	// CommandsVia is the DeviceService address (default Servers[0]).
 	CommandsVia string
+	// CommandsWarmup is how long after the command drive starts results
+	// begin to count (they are sent, but neither their latency nor their
+	// outcome is recorded).
+	CommandsWarmup time.Duration
+	// CommandsHTTP, if set, sends the commands through the JSON gateway at
+	// this base URL (http://host:port) instead of gRPC.
+	CommandsHTTP string
 	// CommandsConcurrency bounds the SendCommand calls in flight (default
 	// 64); a call due while all slots are busy is skipped and counted.
 	CommandsConcurrency int

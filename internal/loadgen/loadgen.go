@@ -42,6 +42,9 @@ type runner struct {
 	// stopping is set once the hold time is over, so that errors caused by
 	// our own shutdown are not counted.
 	stopping atomic.Bool
+	// cmdCountFrom is when command results start to count (unix nanos; the
+	// start of the command drive plus CommandsWarmup).
+	cmdCountFrom atomic.Int64
 }
 
 // Run simulates cfg.Devices agents until cfg.Duration has passed (or ctx

@@ -81,6 +81,8 @@ type CommandReport struct {
 	ErrorsByCode map[string]int64 `json:"errors_by_code"`
 	// LatencyMS is the round trip of successful calls, in milliseconds.
 	LatencyMS LatencyReport `json:"latency_ms"`
+	// WindowSeconds is how long results were counted (after the warm-up).
+	WindowSeconds float64 `json:"window_seconds"`
 }
 
 // ProcessReport describes the load generator process itself.
@@ -140,12 +142,13 @@ func (r *runner) snapshot() *Report {
 	if r.cfg.CommandsRate > 0 {
 		rep.Commands = &CommandReport{
 			RatePerSecond: r.cfg.CommandsRate,
-			Via:           r.cfg.CommandsVia,
+			Via:           via(r.cfg),
 			Sent:          s.cmdSent.Load(),
 			OK:            s.cmdOK.Load(),
 			Skipped:       s.cmdSkipped.Load(),
 			ErrorsByCode:  cmdErrs,
 			LatencyMS:     s.cmdLatency.report(),
+			WindowSeconds: max(0, time.Since(time.Unix(0, r.cmdCountFrom.Load())).Seconds()),
 		}
 	}
 	p := &rep.Process
@@ -277,4 +280,11 @@ func size(b int64) string {
 		return fmt.Sprintf("%.1fKiB", float64(b)/(1<<10))
 	}
 	return fmt.Sprintf("%dB", b)
+}
+
+func via(c Config) string {
+	if c.CommandsHTTP != "" {
+		return c.CommandsHTTP + " (JSON gateway)"
+	}
+	return c.CommandsVia + " (gRPC)"
 }

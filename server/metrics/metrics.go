@@ -24,6 +24,7 @@ type Metrics struct {
 	Remirrors        prometheus.Counter
 	Watchers         prometheus.Gauge
 	HelloRejects     *prometheus.CounterVec
+	Flaps            prometheus.Counter
 }
 
 // New creates the collectors and registers them with reg (if non-nil).
@@ -75,10 +76,13 @@ func New(reg prometheus.Registerer) *Metrics {
 		HelloRejects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_hello_rejects_total", Help: "Streams refused before a session began, by gRPC code.",
 		}, []string{"code"}),
+		Flaps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_flapping_total", Help: "Device ids put in a flapping cooldown (taken over too often).",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Sessions, m.Connects, m.Disconnects, m.DetectionLatency, m.PingRTT, m.Takeovers,
-			m.StaleWrites, m.Commands, m.CommandLatency, m.LateResults, m.StoreErrors, m.Remirrors, m.Watchers, m.HelloRejects)
+			m.StaleWrites, m.Commands, m.CommandLatency, m.LateResults, m.StoreErrors, m.Remirrors, m.Watchers, m.HelloRejects, m.Flaps)
 	}
 	return m
 }
@@ -195,5 +199,12 @@ func (m *Metrics) WatcherDelta(d float64) {
 func (m *Metrics) HelloRejected(code string) {
 	if m != nil {
 		m.HelloRejects.WithLabelValues(code).Inc()
+	}
+}
+
+// Flapping records a device id put in a flapping cooldown.
+func (m *Metrics) Flapping() {
+	if m != nil {
+		m.Flaps.Inc()
 	}
 }

@@ -35,7 +35,7 @@ type Config struct {
 
 	// MirrorInterval is how often last-seen times and RTTs are written to
 	// the store, batched. It is the Redis cost knob: one command per device
-	// per interval. Default 60s.
+	// per interval. Default 120s (half a command per device per minute).
 	MirrorInterval time.Duration
 
 	// NodeTTL is how long the registry keeps this replica's sessions online
@@ -48,9 +48,20 @@ type Config struct {
 	// SendQueue is the per-session outbound queue length. Default 64.
 	SendQueue int
 
-	// CloseGrace bounds how long a Close message may take to flush before
-	// the stream is ended anyway. Default 1s.
-	CloseGrace time.Duration
+	// FlapLimit is how many takeovers of one device id within FlapWindow
+	// are tolerated; one more puts the id in a cooldown of FlapCooldown,
+	// during which its Hellos are refused with Close(FLAPPING). Two agents
+	// sharing an id (a cloned disk image) take it from each other every
+	// second; a rebooting device takes over once. Defaults 10, 1m, 60s.
+	FlapLimit    int
+	FlapWindow   time.Duration
+	FlapCooldown time.Duration
+
+	// RevocationPoll is how often the replica checks the token deny list's
+	// version and, when it moved, the tokens of its live sessions (a
+	// revoked token's session ends within this interval plus a store
+	// round trip). Default 500ms.
+	RevocationPoll time.Duration
 
 	// Logger receives one line per session lifecycle event.
 	Logger *slog.Logger
@@ -66,9 +77,14 @@ func (c Config) WithDefaults() Config {
 	def(&c.PingInterval, 10*time.Second)
 	def(&c.PingTimeout, 5*time.Second)
 	def(&c.HelloTimeout, 5*time.Second)
-	def(&c.MirrorInterval, 60*time.Second)
+	def(&c.MirrorInterval, 120*time.Second)
 	def(&c.NodeTTL, 15*time.Second)
-	def(&c.CloseGrace, time.Second)
+	def(&c.FlapWindow, time.Minute)
+	def(&c.FlapCooldown, time.Minute)
+	def(&c.RevocationPoll, 500*time.Millisecond)
+	if c.FlapLimit == 0 {
+		c.FlapLimit = 10
+	}
 	if c.PingJitter == 0 {
 		c.PingJitter = 0.15
 	}
@@ -101,6 +117,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("session: mirror interval must be positive")
 	case c.NodeTTL < time.Second:
 		return fmt.Errorf("session: node TTL %v is below 1s", c.NodeTTL)
+	case c.FlapLimit < 1 || c.FlapWindow <= 0 || c.FlapCooldown <= 0:
+		return fmt.Errorf("session: flap limit, window and cooldown must be positive")
+	case c.RevocationPoll <= 0:
+		return fmt.Errorf("session: revocation poll interval must be positive")
 	case c.MaxInflightCommands < 1 || c.SendQueue < 1:
 		return fmt.Errorf("session: MaxInflightCommands and SendQueue must be at least 1")
 	}

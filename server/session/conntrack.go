@@ -75,8 +75,13 @@ func (i ConnInfo) GetCommonAuthInfo() credentials.CommonAuthInfo {
 	return credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}
 }
 
-// TrackConns wraps server transport credentials so that every accepted
-// connection is a *Conn, reachable from a stream's context with ConnFrom.
+// Unwrap returns the inner credentials' AuthInfo (credentials.TLSInfo with TLS).
+func (i ConnInfo) Unwrap() credentials.AuthInfo { return i.AuthInfo }
+
+// TrackConns wraps server transport credentials — any: insecure in dev mode,
+// credentials.NewTLS otherwise — so that every accepted connection is a
+// *Conn, reachable from a stream's context with ConnFrom, while the inner
+// AuthInfo (credentials.TLSInfo) stays reachable through ConnInfo.
 func TrackConns(inner credentials.TransportCredentials) credentials.TransportCredentials {
 	return &tracking{inner: inner}
 }

@@ -3,8 +3,8 @@
 // current local session.
 //
 // A Session's handler goroutine owns all of its state and timers (Ping
-// schedule, Pong deadline, end reason); one goroutine owns the stream's
-// receive loop and one the send loop (the only caller of Send). The Hub is the
+// schedule, Pong deadline, end reason) and is the only caller of Send; one
+// more goroutine owns the stream's receive loop (the only caller of Recv). The Hub is the
 // only way into the registry: a Hello is validated, the store allocates a
 // lease (Claim), and every later write names that lease, so a session that was
 // replaced can never change the record of the session that replaced it.

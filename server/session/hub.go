@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sort"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/tetherhq/tether/api/deviceid"
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/server/access"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/registry"
 )
@@ -40,6 +42,7 @@ type Hub struct {
 	releases []registry.Disconnect // Release calls to retry (store was unavailable)
 	relDev   []string
 
+	flaps        *flapGuard
 	active       sync.WaitGroup // running Connect handlers
 	storeHealthy atomic.Bool
 }
@@ -59,7 +62,7 @@ func NewHub(cfg Config, store registry.Store, m *metrics.Metrics) (*Hub, error) 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Hub{cfg: cfg, store: store, metrics: m, log: cfg.Logger, sessions: make(map[string]*Session)}, nil
+	return &Hub{cfg: cfg, store: store, metrics: m, log: cfg.Logger, sessions: make(map[string]*Session), flaps: newFlapGuard(cfg)}, nil
 }
 
 // Config returns the hub's effective configuration.
@@ -108,6 +111,9 @@ func (h *Hub) Connect(stream tetherv1.AgentService_ConnectServer) error {
 	go recvLoop(stream, in, stopRecv)
 
 	hello, err := h.awaitHello(ctx, in)
+	if err == nil {
+		err = h.admit(ctx, stream, hello)
+	}
 	if err != nil {
 		h.metrics.HelloRejected(status.Code(err).String())
 		h.log.Debug("hello refused", "err", err)
@@ -158,6 +164,28 @@ func (h *Hub) awaitHello(ctx context.Context, in <-chan inbound) (*tetherv1.Hell
 	}
 }
 
+// admit checks a valid Hello before anything is written: the device id
+// must be the authenticated one (PERMISSION_DENIED otherwise), and a device
+// id cooling down after flapping is refused with Close(FLAPPING,
+// retry_after) and RESOURCE_EXHAUSTED.
+func (h *Hub) admit(ctx context.Context, stream tetherv1.AgentService_ConnectServer, hello *tetherv1.Hello) error {
+	id := hello.GetDeviceId()
+	if d, ok := access.DeviceFrom(ctx); ok && d.ID != id {
+		h.log.Warn("hello for another device refused", "device", id, "authenticated_as", d.ID, "token", d.TokenID)
+		return status.Errorf(codes.PermissionDenied, "Hello for device %q, but the credentials are for device %q", id, d.ID)
+	}
+	now := time.Now()
+	if until, ok := h.flaps.coolingDown(id, now); ok {
+		wait := until.Sub(now)
+		msg := fmt.Sprintf("device %s was taken over more than %d times within %v (two agents with one device id?); refused for %v", id, h.cfg.FlapLimit, h.cfg.FlapWindow, wait.Round(time.Second))
+		_ = stream.Send(&tetherv1.ConnectResponse{Msg: &tetherv1.ConnectResponse_Close{Close: &tetherv1.Close{
+			Reason: tetherv1.DisconnectReason_DISCONNECT_REASON_FLAPPING, Message: msg, RetryAfter: durationpb.New(wait),
+		}}})
+		return status.Error(codes.ResourceExhausted, msg)
+	}
+	return nil
+}
+
 // open claims a lease for the Hello's device and installs the session,
 // replacing any older local session of the device.
 func (h *Hub) open(ctx context.Context, hello *tetherv1.Hello) (*Session, error) {
@@ -194,8 +222,17 @@ func (h *Hub) open(ctx context.Context, hello *tetherv1.Hello) (*Session, error)
 		h.log.Warn("claim failed", "device", id, "err", err)
 		return nil, status.Errorf(codes.Unavailable, "registry unavailable, retry with backoff: %v", err)
 	}
+	if claimed.Replaced != nil && h.flaps.takeover(id, now) {
+		h.metrics.Flapping()
+		h.log.Warn("device flapping: taken over too often; refusing its Hellos for a while", "device", id,
+			"limit", h.cfg.FlapLimit, "window", h.cfg.FlapWindow, "cooldown", h.cfg.FlapCooldown, "event", tetherv1.EventType_EVENT_TYPE_FLAPPING.String())
+	}
+	var tokenID string
+	if d, ok := access.DeviceFrom(ctx); ok {
+		tokenID = d.TokenID
+	}
 	s := &Session{
-		DeviceID: id, Lease: claimed.Lease, Mode: mode, RemoteAddr: remote, ConnectedAt: now, BootID: info.GetBootId(),
+		DeviceID: id, Lease: claimed.Lease, TokenID: tokenID, Mode: mode, RemoteAddr: remote, ConnectedAt: now, BootID: info.GetBootId(),
 		hub: h, conn: ConnFrom(ctx),
 		sendQ: make(chan *tetherv1.ConnectResponse, h.cfg.SendQueue), done: make(chan struct{}),
 		endReq: make(chan endRequest, 1), pending: make(map[string]chan *tetherv1.CommandResult),

@@ -29,6 +29,9 @@ type Session struct {
 	RemoteAddr  string
 	ConnectedAt time.Time
 	BootID      string
+	// TokenID is the device token the session authenticated with ("" for a
+	// certificate or dev mode); revoking it ends the session.
+	TokenID string
 
 	hub    *Hub
 	conn   *Conn // nil when the transport is not tracked
@@ -39,6 +42,9 @@ type Session struct {
 	lastSeen atomic.Int64 // unix nanos of the last message from the agent
 	lastRTT  atomic.Int64 // nanoseconds
 	info     atomic.Pointer[tetherv1.DeviceInfo]
+	// tokenChecked: the revocation loop has checked TokenID since the
+	// session started.
+	tokenChecked atomic.Bool
 
 	// cmdMu guards the following.
 	cmdMu   sync.Mutex
@@ -200,34 +206,10 @@ func recvLoop(stream tetherv1.AgentService_ConnectServer, in chan<- inbound, sto
 	}
 }
 
-// sendLoop is the only caller of stream.Send once the session is running.
-// It ends when stop closes, or reports the first Send error on errc.
-func sendLoop(stream tetherv1.AgentService_ConnectServer, q <-chan *tetherv1.ConnectResponse, stop <-chan struct{}, flushed chan<- struct{}, errc chan<- error) {
-	for {
-		select {
-		case m := <-q:
-			if err := stream.Send(m); err != nil {
-				errc <- err
-				return
-			}
-			if _, ok := m.Msg.(*tetherv1.ConnectResponse_Close); ok {
-				close(flushed)
-			}
-		case <-stop:
-			return
-		}
-	}
-}
-
 // run is the session's handler loop: it owns the Ping schedule and decides
 // how the session ends. It returns the end to record.
 func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectServer, in <-chan inbound) registry.Disconnect {
 	cfg := s.hub.cfg
-	stop := make(chan struct{})
-	defer close(stop)
-	flushed := make(chan struct{})
-	sendErr := make(chan error, 1)
-	go sendLoop(stream, s.sendQ, stop, flushed, sendErr)
 
 	appPong := s.Mode == tetherv1.LivenessMode_LIVENESS_MODE_APP_PONG
 	var pingTimer, pongTimer *time.Timer
@@ -249,21 +231,12 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 	end := func(reason tetherv1.DisconnectReason, msg string) registry.Disconnect {
 		return registry.Disconnect{Lease: s.Lease, Node: cfg.Node, Reason: reason, Time: time.Now(), Message: msg}
 	}
+	// closeWith tells the agent why the session ends. A Send blocks only
+	// while the transport's flow-control window is full, which a live agent
+	// never lets happen and a dead one cannot outlast: the transport
+	// keepalive (same interval and timeout) closes it, and Send returns.
 	closeWith := func(reason tetherv1.DisconnectReason, msg string) registry.Disconnect {
-		c := &tetherv1.ConnectResponse{Msg: &tetherv1.ConnectResponse_Close{Close: &tetherv1.Close{Reason: reason, Message: msg}}}
-		grace := time.NewTimer(cfg.CloseGrace)
-		defer grace.Stop()
-		select {
-		case s.sendQ <- c:
-			select {
-			case <-flushed:
-			case <-sendErr:
-			case <-grace.C:
-			case <-ctx.Done():
-			}
-		case <-grace.C:
-		case <-ctx.Done():
-		}
+		_ = stream.Send(&tetherv1.ConnectResponse{Msg: &tetherv1.ConnectResponse_Close{Close: &tetherv1.Close{Reason: reason, Message: msg}}})
 		return end(reason, msg)
 	}
 
@@ -303,11 +276,8 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 			seq++
 			now := time.Now()
 			ping := &tetherv1.ConnectResponse{Msg: &tetherv1.ConnectResponse_Ping{Ping: &tetherv1.Ping{Seq: seq, SentAt: timestamppb.New(now)}}}
-			select {
-			case s.sendQ <- ping:
-			default:
-				// The queue is full: the transport is stuck. Do not block;
-				// the Pong deadline below decides.
+			if err := stream.Send(ping); err != nil {
+				return s.transportEnd(ctx, err, end)
 			}
 			if !awaiting {
 				awaiting, pingAt = true, now
@@ -322,8 +292,10 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 			}
 		case r := <-s.endReq:
 			return closeWith(r.reason, r.message)
-		case err := <-sendErr:
-			return s.transportEnd(ctx, err, end)
+		case m := <-s.sendQ:
+			if err := stream.Send(m); err != nil {
+				return s.transportEnd(ctx, err, end)
+			}
 		case <-ctx.Done():
 			return s.transportEnd(ctx, ctx.Err(), end)
 		}

@@ -51,6 +51,8 @@ type Store struct {
 	trimmed   uint64           // sequence of the newest dropped event
 	wake      chan struct{}    // closed (and replaced) when an event is appended
 	nextSweep time.Time
+
+	revoked revocations // the token deny list (revocations.go)
 }
 
 type device struct {
