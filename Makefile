@@ -10,10 +10,10 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X github.com/tetherhq/tether/internal/version.Version=$(VERSION)
 PREFIX    ?= /usr/local
 DESTDIR   ?=
-CMDS      := tether-server tether-agent tether-gateway
-APT_PKGS  := redis-server systemd
+CMDS      := tether-server tether-agent tether-gateway tether-loadgen
+APT_PKGS  := redis-server systemd chromium
 
-.PHONY: fuzz breaking all build generate lint fmt-check vet buf-lint check-generated test test-short deps run install clean tools
+.PHONY: bench fuzz breaking all build generate lint fmt-check vet buf-lint check-generated test test-short deps run install clean tools
 
 all: build
 
@@ -31,6 +31,7 @@ deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -89,6 +90,12 @@ test-short:
 run: build
 	@scripts/run.sh
 
+## bench: run the benchmarks with the real binaries and rewrite docs/BENCHMARKS.md (≈10 min; BENCH=… picks scenarios)
+BENCH ?= detect,hold,redis,commands
+bench: build deps
+	$(GO) run ./bench -scenarios $(BENCH) > docs/BENCHMARKS.md.new && mv docs/BENCHMARKS.md.new docs/BENCHMARKS.md
+	@echo "docs/BENCHMARKS.md rewritten"
+
 ## install: binaries under $(DESTDIR)$(PREFIX)/bin, systemd units (ExecStart
 ## pointing there) and example configs under $(DESTDIR)/etc; an existing
 ## config is kept, never overwritten
@@ -96,7 +103,7 @@ UNITS := agent/systemd/tether-agent.service server/systemd/tether-server.service
 CONFIGS := agent/systemd/agent.example.yaml:agent.yaml server/systemd/server.example.env:server.env gateway/systemd/gateway.example.env:gateway.env
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/tether
-	install -m 0755 $(addprefix $(BIN)/,$(CMDS)) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(addprefix $(BIN)/,tether-server tether-agent tether-gateway) $(DESTDIR)$(PREFIX)/bin/
 	@for u in $(UNITS); do \
 	  dst=$(DESTDIR)/etc/systemd/system/$${u##*/}; echo "install $$u -> $$dst"; \
 	  sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' "$$u" > "$$dst.tmp" && chmod 0644 "$$dst.tmp" && mv -f "$$dst.tmp" "$$dst" || exit 1; \

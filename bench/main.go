@@ -11,7 +11,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -61,10 +60,10 @@ func main() {
 		must(err)
 		*logDir = d
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer stopAll()
-	go func() { <-ctx.Done(); stopAll(); os.Exit(1) }()
+	go func() { <-sigs; stopAll(); os.Exit(1) }()
 
 	fmt.Println("# Benchmarks")
 	fmt.Println()

@@ -209,7 +209,7 @@ func TestTheGatewayRejectsBadRequestsWithJSONErrors(t *testing.T) {
 		{"a non-UTF-8 charset", "POST", cmd, "application/json; charset=latin1", `{"name": "x"}`, 415, 3, "Content-Type"},
 		{"a body over MaxBodyBytes", "POST", cmd, jsonType, `{"name": "` + strings.Repeat("x", 1100) + `"}`, 413, 8, "1024 bytes"},
 		{"an unknown path", "GET", g.url + "/v1/gadgets", "", "", 404, 5, "/v1/gadgets"},
-		{"an unknown top-level path", "GET", g.url + "/", "", "", 404, 5, ""},
+		{"an unknown top-level path", "GET", g.url + "/nothing-here", "", "", 404, 5, ""},
 		{"POST on an unknown custom method (GetDevice of d1:explode)", "POST", g.url + "/v1/devices/d1:explode", jsonType, "{}", 405, 12, ""},
 		{"GET on a POST route", "GET", cmd, "", "", 405, 12, "GET"},
 		{"GET on a POST route for a MAC-like device id", "GET", g.url + "/v1/devices/aa:bb:cc:dd:ee:ff:disconnect", "", "", 405, 12, "GET"},
@@ -736,5 +736,19 @@ func TestConfigValidation(t *testing.T) {
 	}
 	if _, err := gateway.New(t.Context(), gateway.Config{}); err == nil {
 		t.Error("New accepted a Config without Servers")
+	}
+}
+
+func TestTheFleetPageIsServedAtTheRoot(t *testing.T) {
+	g := startGateway(t, gateway.Config{}, startBackend(t, "node-a"))
+	for path, ctype := range map[string]string{"/": "text/html", "/ui/app.js": "javascript", "/ui/style.css": "text/css"} {
+		resp, err := http.Get(g.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Type"), ctype) {
+			t.Errorf("GET %s: %s %q", path, resp.Status, resp.Header.Get("Content-Type"))
+		}
 	}
 }

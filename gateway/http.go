@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tetherhq/tether/gateway/ui"
 	"io"
 	"log/slog"
 	"mime"
@@ -105,6 +106,9 @@ func (g *Gateway) newAPIMux(ctx context.Context) (*runtime.ServeMux, error) {
 	return mux, nil
 }
 
+// fleetPage serves the embedded operators' page at / and /ui/.
+var fleetPage = ui.Handler()
+
 // serveHTTP is the gateway's outer layer, around every request: request id,
 // header clean-up, CORS, the body limit, the log line and the metrics.
 func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request, api http.Handler) {
@@ -125,6 +129,9 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request, api http.Han
 		// Path and query values become proto strings, which must be UTF-8;
 		// the gRPC client would otherwise fail the call as INTERNAL.
 		writeError(rec, http.StatusBadRequest, codes.InvalidArgument, "request path or query is not valid UTF-8")
+	case r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, ui.Prefix):
+		// The operators' fleet page (gateway/ui), on the API's origin.
+		fleetPage.ServeHTTP(rec, r)
 	default:
 		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
 		api.ServeHTTP(rec, r)

@@ -33,17 +33,22 @@ func testConfig(node string) session.Config {
 
 func startReplica(t *testing.T, store registry.Store, cfg session.Config) *replica {
 	t.Helper()
+	return startReplicaWith(t, store, cfg)
+}
+
+func startReplicaWith(t *testing.T, store registry.Store, cfg session.Config, opts ...grpc.ServerOption) *replica {
+	t.Helper()
 	hub, err := session.NewHub(cfg, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	lis := bufconn.Listen(1 << 20)
 	c := hub.Config()
-	srv := grpc.NewServer(
+	srv := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.Creds(session.TrackConns(insecure.NewCredentials())),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: c.PingInterval, Timeout: c.PingTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second}),
-	)
+	}, opts...)...)
 	tetherv1.RegisterAgentServiceServer(srv, hub)
 	go srv.Serve(lis)
 	ctx, cancel := context.WithCancel(context.Background())

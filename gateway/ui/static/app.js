@@ -20,6 +20,7 @@
   const BACKOFF_MAX_MS = 30000;
   const OVERSCAN = 8;               // rows rendered above and below the viewport
   const TICK_MS = 15000;            // refresh of the "… ago" texts
+  const REFRESH_MS = 30000;         // re-fetch of the rendered online rows (RTT, last seen)
   const KEY_STORAGE = 'tether.apiKey';
 
   const $ = (id) => document.getElementById(id);
@@ -89,7 +90,7 @@
     const t = Date.parse(iso);
     if (isNaN(t)) return '';
     const s = Math.max(0, (Date.now() - t) / 1000);
-    if (s < 60) return 'under a minute ago';
+    if (s < 60) return '<1 min ago';
     if (s < 3600) return Math.floor(s / 60) + ' min ago';
     if (s < 86400) return Math.floor(s / 3600) + ' h ago';
     return Math.floor(s / 86400) + ' d ago';
@@ -98,6 +99,7 @@
     if (!v) return '—';
     const s = parseFloat(v);
     if (isNaN(s)) return v;
+    if (s < 0.001) return Math.round(s * 1e6) + ' µs';
     if (s < 1) return (s * 1000).toFixed(1) + ' ms';
     return s.toFixed(2) + ' s';
   }
@@ -195,6 +197,7 @@
     keyWanted = true;
     setConn('auth', 'API key required: the API answered 401 Unauthorized');
     updateKeyButtons();
+    scheduleRender();
     openKeyDialog();
   }
   function openKeyDialog() {
@@ -596,7 +599,9 @@
     ui.table.setAttribute('aria-rowcount', String(n + 1));
     ui.empty.hidden = n > 0;
     if (!n) {
-      ui.empty.textContent = devices.size ? 'No device matches the filter.' : listLoaded ? 'No devices yet.' : 'Waiting for the device list…';
+      ui.empty.textContent = devices.size ? 'No device matches the filter.'
+        : listLoaded ? 'No devices yet.'
+          : keyWanted ? 'Enter an API key to see the devices.' : 'Waiting for the device list…';
     }
     const headH = thead.offsetHeight;
     const vh = Math.max(ui.scroll.clientHeight - headH, rowH);
@@ -736,7 +741,12 @@
     detailId = id;
     detailDirty = true;
     renderDetail();
-    if (!ui.detail.open) ui.detail.showModal();
+    if (!ui.detail.open) {
+      ui.detail.showModal();
+      // Focus the title, not the first button: the Enter (or Space) that
+      // opened the view must not also press a button in it.
+      ui.detailTitle.focus();
+    }
     queueRefetch(id);
   }
   ui.detailClose.addEventListener('click', () => ui.detail.close());
@@ -745,6 +755,7 @@
     detailId = null;
     const tr = rowEls.get(id);
     if (tr && tr.isConnected) tr.focus();
+    else ui.scroll.focus({ preventScroll: true });
   });
 
   function fillDl(dl, pairs) {
@@ -759,9 +770,14 @@
     if (!nodes.length) nodes.push(h('dt', null, 'None'), h('dd', 'muted', '—'));
     dl.replaceChildren(...nodes);
   }
-  function timeWithIso(iso) {
+  // timeEl is a <time> with the local time and how long ago; the exact
+  // timestamp is its datetime and title.
+  function timeEl(iso) {
     if (!iso) return '';
-    return fmtTime(iso) + ' (' + iso + ')';
+    const t = h('time', null, fmtTime(iso) + ' · ' + ago(iso));
+    t.dateTime = iso;
+    t.title = iso;
+    return t;
   }
   function renderDetail() {
     detailDirty = false;
@@ -789,20 +805,20 @@
       ['Agent version', info.agentVersion],
       ['Labels', labels],
       ['Boot id', info.bootId],
-      ['First seen', timeWithIso(d.firstSeen)],
+      ['First seen', timeEl(d.firstSeen)],
     ]);
     fillDl(ui.detailSession, sess ? [
       ['Lease', sess.leaseId],
       ['Node', sess.node],
       ['Remote address', sess.remoteAddress],
-      ['Connected at', timeWithIso(sess.connectedAt)],
-      ['Last seen', timeWithIso(sess.lastSeen)],
+      ['Connected at', timeEl(sess.connectedAt)],
+      ['Last seen', timeEl(sess.lastSeen)],
       ['Last RTT', sess.lastRtt ? fmtDuration(sess.lastRtt) : ''],
       ['Liveness', livenessText(sess.livenessMode)],
     ] : [['Session', 'none (offline)']]);
     fillDl(ui.detailDisconnect, ld ? [
       ['Reason', reasonText(ld.reason) || 'unknown'],
-      ['Time', timeWithIso(ld.time)],
+      ['Time', timeEl(ld.time)],
       ['Lease', ld.leaseId],
       ['Node', ld.node],
       ['Message', ld.message],
@@ -922,6 +938,17 @@
     if (detailId) detailDirty = true;
     scheduleRender();
   }, TICK_MS);
+  // RTT and last-seen change without an event: re-read the rows on screen
+  // (a few dozen at most) and the open detail now and then.
+  setInterval(() => {
+    if (document.hidden || keyWanted) return;
+    for (const [id, tr] of rowEls) {
+      const d = devices.get(id);
+      if (d && d.online && tr.isConnected) pending.add(id);
+    }
+    if (detailId) pending.add(detailId);
+    if (pending.size) scheduleFlush(0);
+  }, REFRESH_MS);
   updateKeyButtons();
   scheduleRender();
   watchLoop().catch((e) => setConn('down', 'Stopped: ' + (e && e.message ? e.message : e)));
