@@ -162,6 +162,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.metrics = metrics.New(cfg.Registry)
 	cfg.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if c, ok := store.(interface{ CommandsSent() uint64 }); ok {
+		cfg.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tether_redis_commands_total",
+			Help: "Commands this replica sent to Redis (a pipeline of N counts N; the commands its scripts run inside Redis are not counted).",
+		}, func() float64 { return float64(c.CommandsSent()) }))
+	}
 	hub, err := session.NewHub(s.cfg.Session, store, s.metrics)
 	if err != nil {
 		lis.Close()

@@ -363,7 +363,7 @@ func (s *Service) disconnectLocal(ctx context.Context, req *tetherv1.DisconnectD
 	}
 	sess.End(tetherv1.DisconnectReason_DISCONNECT_REASON_KICKED, msg)
 	select {
-	case <-sess.Done():
+	case <-sess.Recorded(): // ended, and the registry says so
 	case <-ctx.Done():
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}

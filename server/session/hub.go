@@ -234,7 +234,7 @@ func (h *Hub) open(ctx context.Context, hello *tetherv1.Hello) (*Session, error)
 	s := &Session{
 		DeviceID: id, Lease: claimed.Lease, TokenID: tokenID, Mode: mode, RemoteAddr: remote, ConnectedAt: now, BootID: info.GetBootId(),
 		hub: h, conn: ConnFrom(ctx),
-		sendQ: make(chan *tetherv1.ConnectResponse, h.cfg.SendQueue), done: make(chan struct{}),
+		sendQ: make(chan *tetherv1.ConnectResponse, h.cfg.SendQueue), done: make(chan struct{}), recorded: make(chan struct{}),
 		endReq: make(chan endRequest, 1), pending: make(map[string]chan *tetherv1.CommandResult),
 	}
 	s.lastSeen.Store(now.UnixNano())
@@ -268,6 +268,7 @@ func (h *Hub) open(ctx context.Context, hello *tetherv1.Hello) (*Session, error)
 // device's session there), wakes command callers, and records the end in the
 // registry, fenced by its lease.
 func (h *Hub) close(s *Session, d registry.Disconnect) {
+	defer close(s.recorded)
 	s.cmdMu.Lock()
 	s.ended = &d
 	s.cmdMu.Unlock()

@@ -33,11 +33,14 @@ type Session struct {
 	// certificate or dev mode); revoking it ends the session.
 	TokenID string
 
-	hub    *Hub
-	conn   *Conn // nil when the transport is not tracked
-	sendQ  chan *tetherv1.ConnectResponse
-	done   chan struct{} // closed when the session has ended
-	endReq chan endRequest
+	hub   *Hub
+	conn  *Conn // nil when the transport is not tracked
+	sendQ chan *tetherv1.ConnectResponse
+	done  chan struct{} // closed when the session has ended
+	// recorded is closed once the end has also been written to the
+	// registry (or the write failed and was queued for retry).
+	recorded chan struct{}
+	endReq   chan endRequest
 
 	lastSeen atomic.Int64 // unix nanos of the last message from the agent
 	lastRTT  atomic.Int64 // nanoseconds
@@ -69,6 +72,11 @@ func (s *Session) Info() *tetherv1.DeviceInfo { return s.info.Load() }
 
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Recorded is closed after Done, once the session's end has been written to
+// the registry (or the write failed and was queued for retry), so that a
+// caller who ended the session reads it offline.
+func (s *Session) Recorded() <-chan struct{} { return s.recorded }
 
 // End asks the session to send Close(reason) and end. It does not wait; use
 // Done. Ending an ended session does nothing.

@@ -58,6 +58,7 @@ type Options struct {
 
 // Store is the Redis registry.Store.
 type Store struct {
+	sent        *commandCounter
 	rdb         redis.UniversalClient
 	prefix      string
 	eventMaxLen int64
@@ -95,12 +96,14 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
+		sent:        &commandCounter{},
 		rdb:         rdb,
 		prefix:      opts.KeyPrefix,
 		eventMaxLen: opts.EventMaxLen,
 		retentionMS: opts.DeviceRetention.Milliseconds(),
 		log:         opts.Logger,
 	}
+	rdb.AddHook(s.sent)
 	if err := s.Ping(ctx); err != nil {
 		_ = rdb.Close()
 		return nil, fmt.Errorf("redisstore: %s: %w", redactURL(opts.URL), err)
