@@ -36,6 +36,7 @@ cat <<MSG
 
   Tether is running ($( [ -n "${TETHER_REDIS:-}" ] && echo "Redis: $TETHER_REDIS" || echo "embedded in-memory registry" )).
     gRPC            $GRPC      (grpcurl -plaintext $GRPC list)
+    fleet page      http://$HTTP/
     JSON gateway    http://$HTTP/v1/devices
     OpenAPI         http://$HTTP/openapi.json
     metrics         http://$METRICS/metrics
