@@ -47,6 +47,33 @@ var (
 	logDir    = flag.String("logs", "", "directory for process logs (default: a temp dir)")
 )
 
+// target is one row of the summary: what the issue asks, what this run saw.
+type target struct{ what, goal, measured, verdict string }
+
+var targets []target
+
+func addTarget(what, goal, measured string, met bool) {
+	v := "met"
+	if !met {
+		v = "**missed** (see docs/PERFORMANCE.md)"
+	}
+	targets = append(targets, target{what, goal, measured, v})
+}
+
+func printTargets() {
+	if len(targets) == 0 {
+		return
+	}
+	fmt.Println("## Targets")
+	fmt.Println()
+	fmt.Println("| what | target | measured in this run | |")
+	fmt.Println("|---|---|---|---|")
+	for _, t := range targets {
+		fmt.Printf("| %s | %s | %s | %s |\n", t.what, t.goal, t.measured, t.verdict)
+	}
+	fmt.Println()
+}
+
 // procs started by this run, stopped on exit.
 var (
 	procsMu sync.Mutex
@@ -89,6 +116,7 @@ func main() {
 			os.Exit(2)
 		}
 	}
+	printTargets()
 }
 
 func must(err error) {
@@ -489,6 +517,27 @@ func hold(title string, n, nrep int, useRedis bool) {
 	if nrep > 1 {
 		cmd = "go run ./bench -scenarios cluster"
 	}
+	var perSession float64
+	if heldEnd > 0 {
+		perSession = float64(rssTotal) / float64(heldEnd) / 1000
+	}
+	var cpuTotal float64
+	switch {
+	case nrep == 1 && !useRedis:
+		addTarget("sessions held by one server process", "19,000 with pings running", fmt.Sprintf("%d", heldEnd), heldEnd >= 19000)
+		addTarget("server RSS per held session", "≤ 40 KB", fmt.Sprintf("%.1f KB", perSession), perSession <= 40)
+		cpuTotal = cpuShare(cpuPct)
+		addTarget("steady-state CPU, 19,000 sessions, 10 s pings", "≤ 15 % of one core", fmt.Sprintf("%.1f %%", cpuTotal), cpuTotal <= 15)
+		if visible > 0 {
+			rate := float64(n) / visible.Seconds()
+			addTarget("connect storm: registered and visible via the API", "≥ 2,500 /s", fmt.Sprintf("%.0f /s", rate), rate >= 2500)
+		}
+	case nrep > 1:
+		addTarget("sessions held by a local cluster sharing one Redis", "100,000", fmt.Sprintf("%d", heldEnd), heldEnd >= 100000)
+	case useRedis:
+		perMin := (sent1 - sent0) / float64(max(heldEnd, 1)) / elapsed.Minutes()
+		addTarget("Redis commands per device per minute, steady state", "≤ 1", fmt.Sprintf("%.3f", perMin), perMin <= 1)
+	}
 	fmt.Printf("## %s\n\n", title)
 	fmt.Printf("Command: `%s` (%d devices, %d replica(s), %d loadgen process(es), ramp %d/s each, 10 s pings, steady window %v).\n\n",
 		cmd, n, nrep, len(lgs), *ramp, win.Round(time.Second))
@@ -514,6 +563,15 @@ func hold(title string, n, nrep int, useRedis bool) {
 	}
 	fmt.Printf("| loadgen RSS per simulated agent | %s |\n", strings.Join(lgRSS, ", "))
 	fmt.Println()
+}
+
+// cpuShare parses the first "12.3 %" entry.
+func cpuShare(pcts []string) float64 {
+	if len(pcts) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(strings.TrimSuffix(pcts[0], " %"), 64)
+	return v
 }
 
 func topDelta(a, b map[string]int64) string {
@@ -595,6 +653,16 @@ func commands() {
 		}
 		fmt.Printf("| %s | %.0f | %.0f | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %d |\n", p.name, c.RatePerSecond,
 			float64(c.OK)/c.WindowSeconds, c.LatencyMS.P50, c.LatencyMS.P99, c.LatencyMS.P999, c.LatencyMS.Max, errs)
+		switch i {
+		case 0:
+			addTarget("command round trip, gRPC, idle", "p99 ≤ 1 ms", fmt.Sprintf("p99 %.2f ms", c.LatencyMS.P99), c.LatencyMS.P99 <= 1)
+		case 1:
+			ok := float64(c.OK) / c.WindowSeconds
+			addTarget("command round trip, gRPC, at 5,000/s", "p99 ≤ 5 ms", fmt.Sprintf("p99 %.2f ms at %.0f ok/s", c.LatencyMS.P99, ok), c.LatencyMS.P99 <= 5 && ok >= 4900)
+		case 5:
+			ok := float64(c.OK) / c.WindowSeconds
+			addTarget("command round trip via the JSON gateway at 2,000/s", "p99 ≤ 5 ms", fmt.Sprintf("p99 %.2f ms at %.0f ok/s", c.LatencyMS.P99, ok), c.LatencyMS.P99 <= 5 && ok >= 1950)
+		}
 	}
 	fmt.Println()
 	for _, c := range idle {
@@ -648,6 +716,7 @@ func detect() {
 		}
 		return times[min(len(times)-1, int(p*float64(len(times))))]
 	}
+	addTarget("dead-device detection, 100 devices silenced at once", "100 % within 16 s", fmt.Sprintf("%d of %d, slowest %.2f s after the cut", len(times), n, q(1)), len(times) == n && within >= float64(n))
 	fmt.Println("## Dead-device detection")
 	fmt.Println()
 	fmt.Printf("Command: `go run ./bench -scenarios detect` — %d devices (half app-pong, half legacy transport-only) connected through a user-space proxy; after 25 s the proxy stops forwarding without closing any socket and the load generator is frozen (SIGSTOP), as in a power loss. Defaults: ping interval 10 s, ping timeout 5 s; promise: offline within 16 s.\n\n", n)

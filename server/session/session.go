@@ -324,6 +324,14 @@ func (s *Session) transportEnd(ctx context.Context, err error, end func(tetherv1
 		// that is HTTP/2 keepalive enforcement.
 		last := c.LastRead()
 		s.hub.metrics.Detected(time.Since(last))
+		if s.Mode == tetherv1.LivenessMode_LIVENESS_MODE_APP_PONG {
+			// The transport can only go silent this long if the Pongs
+			// stopped too: the application timeout was due within
+			// PingInterval*jitter of this moment, and a busy scheduler let
+			// the keepalive win the race. The device is what went silent.
+			return end(tetherv1.DisconnectReason_DISCONNECT_REASON_PING_TIMEOUT,
+				fmt.Sprintf("no Pong and no other traffic since %s (the transport keepalive closed the connection first)", last.UTC().Format(time.RFC3339Nano)))
+		}
 		return end(tetherv1.DisconnectReason_DISCONNECT_REASON_KEEPALIVE_TIMEOUT,
 			fmt.Sprintf("transport silent since %s", last.UTC().Format(time.RFC3339Nano)))
 	}
