@@ -51,6 +51,12 @@ type Config struct {
 	Session session.Config
 	// DrainTimeout bounds graceful shutdown. Default 10s.
 	DrainTimeout time.Duration
+	// CommandOutputCap bounds the command output relayed to callers.
+	// Default 64 KiB.
+	CommandOutputCap int
+	// DeviceRetention is how long an offline device stays known in the
+	// registry. Default 7 days.
+	DeviceRetention time.Duration
 	// Logger is the server's logger.
 	Logger *slog.Logger
 
@@ -175,7 +181,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.hub = hub
 	s.peers = deviceapi.NewPeers(peerOpts...)
-	s.api = deviceapi.New(deviceapi.Config{Logger: cfg.Logger, Peers: s.peers}, store, hub, s.metrics)
+	s.api = deviceapi.New(deviceapi.Config{Logger: cfg.Logger, Peers: s.peers, OutputCap: cfg.CommandOutputCap}, store, hub, s.metrics)
 
 	sc := hub.Config()
 	gm := metrics.NewGRPC(cfg.Registry)

@@ -19,7 +19,7 @@ func storeKind(c Config) string {
 // embedded in-memory store otherwise.
 func openStore(ctx context.Context, c Config) (registry.Store, error) {
 	if c.RedisURL == "" {
-		return memstore.New(memstore.Options{}), nil
+		return memstore.New(memstore.Options{DeviceRetention: c.DeviceRetention}), nil
 	}
-	return redisstore.New(ctx, redisstore.Options{URL: c.RedisURL, Logger: c.Logger})
+	return redisstore.New(ctx, redisstore.Options{URL: c.RedisURL, Logger: c.Logger, DeviceRetention: c.DeviceRetention})
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/tetherhq/tether/gateway"
@@ -53,6 +54,9 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.Session.NodeTTL, "lease-ttl", 15*time.Second, "how long a crashed replica's sessions keep reading as online")
 	fs.DurationVar(&cfg.Session.MirrorInterval, "mirror-interval", 120*time.Second, "how often last-seen times are written to the registry (batched)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 10*time.Second, "bound on graceful shutdown")
+	fs.IntVar(&cfg.CommandOutputCap, "command-output-cap", 64<<10, "command output relayed to callers is cut at this many bytes (and flagged)")
+	fs.IntVar(&cfg.Session.MaxInflightCommands, "max-inflight-commands", 64, "commands in flight per session; more answer RESOURCE_EXHAUSTED")
+	fs.DurationVar(&cfg.DeviceRetention, "device-retention", 7*24*time.Hour, "how long an offline device stays known in the registry")
 	fs.StringVar(&cfg.Security.TLSCert, "tls-cert", "", "server certificate (PEM); with --tls-key turns TLS on for gRPC and --http (re-read when the file changes)")
 	fs.StringVar(&cfg.Security.TLSKey, "tls-key", "", "server private key (PEM)")
 	fs.StringVar(&cfg.Security.ClientCA, "client-ca", "", "CA bundle (PEM) that verifies client certificates: devices (URI SAN tether://device/<id>, else CN) and replicas (tether://peer/<node>)")
@@ -103,8 +107,10 @@ func run(args []string) error {
 	slog.SetDefault(log)
 	cfg.Logger = log
 	cfg.Version = version.String()
+	// One registry for the replica and its in-process gateway (--http).
+	cfg.Registry = prometheus.NewRegistry()
 	cfg.GatewayHandler = func(ctx context.Context, conn *grpc.ClientConn) (http.Handler, error) {
-		return gateway.NewHandler(ctx, conn, gateway.Config{Logger: log})
+		return gateway.NewHandler(ctx, conn, gateway.Config{Logger: log, Metrics: gateway.NewMetrics(cfg.Registry)})
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
