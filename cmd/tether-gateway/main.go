@@ -6,6 +6,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +23,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/tetherhq/tether/gateway"
 	"github.com/tetherhq/tether/internal/envflag"
@@ -42,6 +47,8 @@ func run(args []string) error {
 	corsOrigins := fs.String("cors-origins", "", `comma-separated browser origins allowed cross-origin (https://console.example.com), or "*"; empty = no CORS`)
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:9091); empty = off")
 	maxBody := fs.Int64("max-body", gateway.DefaultMaxBodyBytes, "maximum request body size in bytes")
+	serverCA := fs.String("server-ca", "", "PEM CA bundle to verify tether-server's TLS certificate; empty = plaintext gRPC (dev mode)")
+	serverName := fs.String("server-name", "", "name to verify in tether-server's certificate (default: the host of --server)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -80,7 +87,20 @@ func run(args []string) error {
 		}
 		defer stopMetrics()
 	}
+	var dial []grpc.DialOption
+	if *serverCA != "" {
+		pem, err := os.ReadFile(*serverCA)
+		if err != nil {
+			return fmt.Errorf("--server-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--server-ca %s: no PEM certificates in it", *serverCA)
+		}
+		dial = append(dial, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: *serverName, MinVersion: tls.VersionTLS12})))
+	}
 	gw, err := gateway.New(ctx, gateway.Config{
+		DialOptions:        dial,
 		Servers:            splitList(*servers),
 		CORSAllowedOrigins: splitList(*corsOrigins),
 		MaxBodyBytes:       *maxBody,
