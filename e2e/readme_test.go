@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,35 +8,6 @@ import (
 	"testing"
 	"time"
 )
-
-// readmeCommands returns the curl and grpcurl lines of the README's ```sh
-// blocks, exactly as written.
-func readmeCommands(t *testing.T) []string {
-	t.Helper()
-	f, err := os.Open("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var cmds []string
-	in := false
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		switch {
-		case strings.HasPrefix(line, "```sh"):
-			in = true
-		case strings.HasPrefix(line, "```"):
-			in = false
-		case in && (strings.HasPrefix(line, "curl ") || strings.HasPrefix(line, "grpcurl ")):
-			cmds = append(cmds, line)
-		}
-	}
-	if len(cmds) < 5 {
-		t.Fatalf("found only %d example commands in README.md", len(cmds))
-	}
-	return cmds
-}
 
 // TestREADMEExamplesWorkAsWritten starts the system the way `make run` does
 // (same ports, same demo agent) and runs every README example.
@@ -60,7 +30,11 @@ func TestREADMEExamplesWorkAsWritten(t *testing.T) {
 	waitOnline(t, "http://127.0.0.1:8080", "demo-1", 20*time.Second)
 
 	path := filepath.Dir(grpcurl) + ":" + os.Getenv("PATH")
-	for _, c := range readmeCommands(t) {
+	cmds := docCommands(t, "../README.md", false)
+	if len(cmds) < 5 {
+		t.Fatalf("found only %d example commands in README.md", len(cmds))
+	}
+	for _, c := range cmds {
 		cmd := exec.Command("bash", "-c", "set -o pipefail; "+c+" --fail-with-body 2>&1")
 		if strings.HasPrefix(c, "grpcurl") {
 			cmd = exec.Command("bash", "-c", c)
