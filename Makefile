@@ -125,7 +125,7 @@ faults: deps
 	  echo; \
 	  echo '| scenario | injected | asserted | measured result |'; \
 	  echo '|---|---|---|---|'; \
-	  cat $(FAULTS_ROWS) 2>/dev/null || echo '| (no scenario reported a result) | | | |'; \
+	  sort $(FAULTS_ROWS) 2>/dev/null || echo '| (no scenario reported a result) | | | |'; \
 	} > docs/RELIABILITY.md.new && mv docs/RELIABILITY.md.new docs/RELIABILITY.md && rm -f $(FAULTS_ROWS) && \
 	echo "docs/RELIABILITY.md rewritten" || rc=1; \
 	exit $$rc
@@ -135,7 +135,7 @@ faults-quick: deps
 	@rows=$$(mktemp); trap 'rm -f "$$rows"' EXIT; \
 	TETHER_FAULTS= TETHER_FAULTS_REPORT=$$rows $(GO) test -count=1 -timeout 15m -run '^TestFault' -v ./e2e/; \
 	rc=$$?; \
-	echo; echo '| scenario | injected | asserted | measured result |'; echo '|---|---|---|---|'; cat "$$rows"; \
+	echo; echo '| scenario | injected | asserted | measured result |'; echo '|---|---|---|---|'; sort "$$rows"; \
 	exit $$rc
 
 ## install: binaries under $(DESTDIR)$(PREFIX)/bin, systemd units (ExecStart

@@ -35,7 +35,7 @@ import (
 
 var (
 	binDir    = flag.String("bin", "bin", "directory with tether-server, tether-gateway, tether-loadgen")
-	scenarios = flag.String("scenarios", "hold,redis,commands,detect", "comma-separated: hold, redis, commands, detect, cluster")
+	scenarios = flag.String("scenarios", "hold,redis,commands,detect", "comma-separated: hold, redis, commands, detect, floor, cluster")
 	holdN     = flag.Int("hold-devices", 19000, "sessions for the single-process hold scenario")
 	redisN    = flag.Int("redis-devices", 10000, "sessions for the Redis cost scenario")
 	cmdN      = flag.Int("commands-idle", 10000, "idle sessions held during the command benchmarks")
@@ -45,6 +45,8 @@ var (
 	redisWin  = flag.Duration("redis-window", 120*time.Second, "window for counting Redis commands (at least two mirror intervals)")
 	ramp      = flag.Int("ramp", 3000, "connect rate asked of each loadgen process, per second")
 	logDir    = flag.String("logs", "", "directory for process logs (default: a temp dir)")
+	floorN    = flag.Int("floor-devices", 10000, "sessions for the floor scenario")
+	floorAddr = flag.String("floor", "", "internal: serve the bare grpc-go floor server on this address")
 )
 
 // target is one row of the summary: what the issue asks, what this run saw.
@@ -82,6 +84,10 @@ var (
 
 func main() {
 	flag.Parse()
+	if *floorAddr != "" {
+		runFloor(*floorAddr)
+		return
+	}
 	if *logDir == "" {
 		d, err := os.MkdirTemp("", "tether-bench-")
 		must(err)
@@ -110,6 +116,8 @@ func main() {
 			commands()
 		case "detect":
 			detect()
+		case "floor":
+			floor()
 		case "":
 		default:
 			fmt.Fprintln(os.Stderr, "unknown scenario", s)

@@ -23,7 +23,7 @@ func TestFaultReplicaKill9(t *testing.T) {
 	n := bySize(5000, 500)
 	lv := faultLiveness()
 	reconnect := bySize("the agents' own keepalive (20 s + 5 s) ends the dead connections", "the dead connections are then closed (proxy closed) to move the agents over quickly")
-	row := newFaultRow(t, fmt.Sprintf("Replica kill -9, %d sessions over 2 replicas", n),
+	row := newFaultRow(t, fmt.Sprintf("4. Replica kill -9, %d sessions over 2 replicas", n),
 		fmt.Sprintf("SIGKILL replica a + blackhole Cut() of its agents' connections (power loss of a's machine); %s; %v", reconnect, lv),
 		fmt.Sprintf("within lease TTL %v (+1 s) no device online on a (read on b), a's devices NODE_LOST for their lease; then exactly %d online, all on b, a's with higher leases (previous end NODE_LOST), b's leases unchanged; sessions held on b = %d", lv.leaseTTL, n, n))
 	rd := testredis.Start(t)
@@ -132,7 +132,7 @@ func TestFaultDrainUnderLoad(t *testing.T) {
 	n := bySize(2000, 300)
 	lv := faultLiveness()
 	const drainTimeout = 10 * time.Second
-	row := newFaultRow(t, fmt.Sprintf("SIGTERM drain under load, %d sessions", n),
+	row := newFaultRow(t, fmt.Sprintf("6. SIGTERM drain under load, %d sessions", n),
 		fmt.Sprintf("SIGTERM replica a holding all %d sessions (failover proxy a→b in front); %v", n, lv),
 		fmt.Sprintf("a exits 0 within --drain-timeout %v; exactly %d online, all on b, each with a higher lease and its previous session ended DRAINING on a; none on a; sessions lost 0", drainTimeout, n))
 	rd := testredis.Start(t)
@@ -201,7 +201,7 @@ func TestFaultDuplicateDeviceID(t *testing.T) {
 	dur := bySize(60*time.Second, 20*time.Second)
 	flapLimit := bySize(10, 3) // 10 is the server default
 	lv := faultLiveness()
-	row := newFaultRow(t, "Duplicate device ids: two real tether-agents, one id",
+	row := newFaultRow(t, "7. Duplicate device ids: two real tether-agents, one id",
 		fmt.Sprintf("two tether-agent processes with the same --device-id for %v; server --flap-limit %d (per minute), cooldown 1 min; %v", dur, flapLimit, lv),
 		fmt.Sprintf("both processes still running; takeovers ≤ flap limit + 3 = %d; the flapping guard engages (tether_flapping_total ≥ 1, Close FLAPPING in an agent's log); exactly 1 session online", flapLimit+3))
 	rd := testredis.Start(t)

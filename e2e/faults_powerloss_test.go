@@ -47,7 +47,7 @@ func (p *problems) report(t *testing.T, what string) {
 func TestFaultPowerLoss(t *testing.T) {
 	n := bySize(1000, 100)
 	lv := faultLiveness()
-	row := newFaultRow(t, fmt.Sprintf("Power loss, %d devices through a blackhole proxy, half legacy", n),
+	row := newFaultRow(t, fmt.Sprintf("1a. Power loss, %d devices through a blackhole proxy, half legacy", n),
 		fmt.Sprintf("SIGSTOP tether-loadgen + blackhole Cut() of every connection (no FIN/RST); %v", lv),
 		fmt.Sprintf("all offline within ping-interval+ping-timeout = %v (+%v grace) by the server's end time; reason PING_TIMEOUT (app-pong) / KEEPALIVE_TIMEOUT (legacy) for the device's own lease; 0 online in the API, 0 sessions held", lv.bound(), lv.grace()))
 	rd := testredis.Start(t)
@@ -123,7 +123,7 @@ func TestFaultPowerLoss(t *testing.T) {
 // id, which the agent reports (a real reboot would say RESTARTED).
 func TestFaultPowerLossNetns(t *testing.T) {
 	lv := faultLiveness()
-	row := newFaultRow(t, "Power loss of a real tether-agent in a network namespace",
+	row := newFaultRow(t, "1b. Power loss of a real tether-agent in a network namespace",
 		fmt.Sprintf("`ip link set <veth> down` inside the agent's namespace; then delete + recreate the namespace (same address) and start a new agent; %v", lv),
 		fmt.Sprintf("offline within %v (+%v) with PING_TIMEOUT for its lease; after the \"reboot\" online with a higher lease, previous end restart = SAME_BOOT (namespace shares the host boot id)", lv.bound(), lv.grace()))
 	if os.Geteuid() != 0 {
@@ -298,7 +298,7 @@ func getFDevice(base, id string) (fdevice, error) {
 func TestFaultAgentFrozen(t *testing.T) {
 	n := bySize(1000, 100)
 	lv := faultLiveness()
-	row := newFaultRow(t, fmt.Sprintf("Agent frozen, %d devices", n),
+	row := newFaultRow(t, fmt.Sprintf("2. Agent frozen, %d devices", n),
 		fmt.Sprintf("SIGSTOP tether-loadgen (connections stay open), later SIGCONT; %v", lv),
 		fmt.Sprintf("all offline within %v (+%v), PING_TIMEOUT of their lease; after SIGCONT exactly %d online, each with a higher lease, previous end restart SAME_BOOT (same process), sessions held = online", lv.bound(), lv.grace(), n))
 	rd := testredis.Start(t)
@@ -370,7 +370,7 @@ func TestFaultRebootStorm(t *testing.T) {
 		lv.interval, lv.timeout = 6*time.Second, 3*time.Second
 	}
 	ramp := bySize(500, 400)
-	row := newFaultRow(t, fmt.Sprintf("Reboot storm, %d devices", n),
+	row := newFaultRow(t, fmt.Sprintf("3. Reboot storm, %d devices", n),
 		fmt.Sprintf("blackhole Cut() of %d connections + SIGSTOP of their loadgen; a second loadgen, same ids, new boot id, connects directly at %d/s; %v", n, ramp, lv),
 		fmt.Sprintf("every device online with a lease above its old one while the old connections linger; after bound + 2 s still exactly %d online with the new leases, old lease ended REPLACED (restart RESTARTED), takeovers = %d, sessions held = %d", n, n, n))
 	rd := testredis.Start(t)

@@ -97,7 +97,7 @@ func (s *redisFaultSetup) exactAgain(t *testing.T, limit time.Duration, prefix, 
 func TestFaultRedisRestartedEmpty(t *testing.T) {
 	n := bySize(1000, 100)
 	lv := faultLiveness()
-	row := newFaultRow(t, fmt.Sprintf("Redis restarted empty, %d sessions", n),
+	row := newFaultRow(t, fmt.Sprintf("5a. Redis restarted empty, %d sessions", n),
 		fmt.Sprintf("kill redis-server and start an empty one on the same port (testredis Restart); %v", lv),
 		fmt.Sprintf("within 5 s all %d online again with their own leases; 0 sessions ended, 0 loadgen reconnects; sessions held = online", n))
 	rd := testredis.Start(t)
@@ -121,7 +121,7 @@ func TestFaultRedisFrozen(t *testing.T) {
 	churn := bySize(50, 10)
 	freeze := bySize(10*time.Second, 4*time.Second)
 	lv := faultLiveness()
-	row := newFaultRow(t, fmt.Sprintf("Redis frozen, %d sessions", n),
+	row := newFaultRow(t, fmt.Sprintf("5b. Redis frozen, %d sessions", n),
 		fmt.Sprintf("SIGSTOP redis-server for %v (SIGCONT after); %d more devices try to connect during the freeze; %v", freeze, churn, lv),
 		fmt.Sprintf("0 sessions ended (server tether_disconnects_total, loadgen report); after the thaw exactly %d online, the %d with their own leases, sessions held = online", n+churn, n))
 	rd := testredis.Start(t)
@@ -151,7 +151,7 @@ func TestFaultRedisSlow(t *testing.T) {
 	churn := bySize(50, 10)
 	sleeps := bySize(5, 3)
 	lv := faultLiveness()
-	row := newFaultRow(t, fmt.Sprintf("Redis slow, %d sessions", n),
+	row := newFaultRow(t, fmt.Sprintf("5c. Redis slow, %d sessions", n),
 		fmt.Sprintf("`DEBUG SLEEP 2` issued %d times, 1 s apart, from a goroutine; %d more devices connect meanwhile; %v", sleeps, churn, lv),
 		fmt.Sprintf("0 sessions ended; afterwards exactly %d online, the %d with their own leases, sessions held = online", n+churn, n))
 	rd := testredis.Start(t)

@@ -503,8 +503,10 @@ func (r *faultRow) write(t *testing.T) {
 	switch {
 	case skip != "":
 		measured = "SKIPPED: " + skip
+	case t.Failed() && measured != "":
+		measured = "**FAILED** (see the test log); measured before the failure: " + measured
 	case t.Failed():
-		measured = "**FAILED** (see the test log)" + map[bool]string{true: "; before the failure: " + measured, false: ""}[measured != ""]
+		measured = "**FAILED** (see the test log)"
 	}
 	mode := bySize("full", "reduced")
 	line := fmt.Sprintf("| %s | %s | %s | %s |\n", mdCell(r.scenario+" ("+t.Name()+", "+mode+")"), mdCell(r.injected), mdCell(r.asserted), mdCell(measured))
