@@ -75,7 +75,7 @@ test: deps lint
 
 ## fuzz: a short run of every fuzz target (FUZZTIME each; seed corpora live in testdata/fuzz)
 FUZZTIME ?= 10s
-FUZZ_TARGETS := ./api/deviceid:FuzzValidate ./agent/command:FuzzRun ./gateway:FuzzSendCommandBody ./server/session:FuzzAgentMessages
+FUZZ_TARGETS := ./api/deviceid:FuzzValidate ./server/deviceapi:FuzzValidateCommand ./agent/command:FuzzRun ./gateway:FuzzSendCommandBody ./server/session:FuzzAgentMessages
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
@@ -97,7 +97,7 @@ bench: build deps
 	@echo "docs/BENCHMARKS.md rewritten"
 
 ## faults: the fault-injection suite (e2e TestFault*: real binaries, real Redis) at full size with the
-## production liveness defaults (≈10 min); rewrites docs/RELIABILITY.md from its results, even when a
+## production liveness defaults (≈4 min on 2 CPUs); rewrites docs/RELIABILITY.md from its results, even when a
 ## scenario fails (its row says so; the target then fails too)
 .PHONY: faults faults-quick
 FAULTS_ROWS := docs/.faults-rows

@@ -36,7 +36,7 @@ import (
 // faultsFull reports whether the suite runs at full size (TETHER_FAULTS=full).
 func faultsFull() bool { return os.Getenv("TETHER_FAULTS") == "full" }
 
-// pick returns full or reduced, by mode.
+// bySize returns full or reduced, by mode.
 func bySize[T any](full, reduced T) T {
 	if faultsFull() {
 		return full
@@ -74,7 +74,7 @@ func (l liveness) String() string {
 	return fmt.Sprintf("ping %v+%v, lease TTL %v", l.interval, l.timeout, l.leaseTTL)
 }
 
-// launch runs path with args like start does, with three differences: the
+// launchProc runs path with args like start does, with three differences: the
 // path is given (so `ip netns exec …` works), stdout may be kept apart, and
 // a failed test logs only the tail of the output (a server with thousands of
 // sessions logs a lot). A stopped (SIGSTOP) process is continued before it
@@ -122,7 +122,7 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// freplica is one tether-server with the JSON API and metrics.
+// freplica is one tether-server replica with the JSON API and metrics.
 type freplica struct {
 	node, grpc, http, metrics string
 	p                         *proc
