@@ -91,7 +91,7 @@ run: build
 	@scripts/run.sh
 
 ## bench: run the benchmarks with the real binaries and rewrite docs/BENCHMARKS.md (≈10 min; BENCH=… picks scenarios)
-BENCH ?= detect,hold,redis,commands
+BENCH ?= detect,floor,hold,redis,commands
 bench: build deps
 	$(GO) run ./bench -scenarios $(BENCH) > docs/BENCHMARKS.md.new && mv docs/BENCHMARKS.md.new docs/BENCHMARKS.md
 	@echo "docs/BENCHMARKS.md rewritten"
