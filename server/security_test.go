@@ -287,6 +287,14 @@ func TestAPIKeyRolesAreEnforcedOnGRPCAndThroughTheGateway(t *testing.T) {
 	if err := reflect(withKey("admin-key-0123456789")); err != nil {
 		t.Errorf("reflection as admin: %v", err)
 	}
+	admin := tetherv1.NewAdminServiceClient(conn)
+	revoke := &tetherv1.RevokeTokenRequest{TokenId: "0123456789abcdef0123"}
+	if _, err := admin.RevokeToken(withKey("operator-key-0123456789"), revoke); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("RevokeToken as operator: %v; want PERMISSION_DENIED", err)
+	}
+	if _, err := admin.RevokeToken(withKey("admin-key-0123456789"), revoke); err != nil {
+		t.Errorf("RevokeToken as admin: %v", err)
+	}
 
 	// The JSON gateway forwards Authorization; the server's answer maps to
 	// 401/403 with the JSON error body.

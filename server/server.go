@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/server/adminapi"
 	"github.com/tetherhq/tether/server/deviceapi"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/registry"
@@ -202,6 +203,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	tetherv1.RegisterAgentServiceServer(s.grpc, hub)
 	tetherv1.RegisterDeviceServiceServer(s.grpc, s.api)
 	tetherv1.RegisterPeerServiceServer(s.grpc, s.api.PeerServer())
+	if rev, ok := store.(registry.Revocations); ok {
+		tetherv1.RegisterAdminServiceServer(s.grpc, adminapi.New(rev))
+	}
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)

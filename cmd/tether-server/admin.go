@@ -128,7 +128,7 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		if *redisURL == "" {
-			return errors.New("token revoke: --redis is required (a server with the in-memory store cannot be reached from here; restart it with a new --token-secret-file to invalidate every token)")
+			return errors.New("token revoke: --redis is required (for a server with the in-memory store use grpcurl and tether.v1.AdminService/RevokeToken with an admin key; see docs/SECURITY.md)")
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
