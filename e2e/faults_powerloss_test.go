@@ -191,8 +191,8 @@ func TestFaultPowerLossNetns(t *testing.T) {
 		return launchProc(t, "tether-agent in "+ns, nil, ipPath, "netns", "exec", ns,
 			filepath.Join(binDir, "tether-agent"), "--server", listen, "--device-id", id, "--config", writeAgentConfig(t, ""))
 	}
-	online := func(what string, limit time.Duration) fdevice {
-		var d fdevice
+	online := func(what string, limit time.Duration) device {
+		var d device
 		pollUntil(t, limit, 100*time.Millisecond, what, func() error {
 			reg, err := readRegistry(srv.base(), id)
 			if err != nil {
@@ -215,7 +215,7 @@ func TestFaultPowerLossNetns(t *testing.T) {
 	if err := ipCmd("-n", ns, "link", "set", nsIf, "down"); err != nil {
 		t.Fatal(err)
 	}
-	var d fdevice
+	var d device
 	offAt := pollUntil(t, lv.bound()+lv.grace()+10*time.Second, 100*time.Millisecond, "offline after the link went down", func() error {
 		var err error
 		if d, err = getFDevice(srv.base(), id); err != nil {
@@ -283,9 +283,9 @@ func freeLinkLocal30(pid int) (host, peer string, err error) {
 	return "", "", fmt.Errorf("no free /30 in 169.254.77.0/24")
 }
 
-func getFDevice(base, id string) (fdevice, error) {
+func getFDevice(base, id string) (device, error) {
 	var resp struct {
-		Device fdevice `json:"device"`
+		Device device `json:"device"`
 	}
 	err := getJSON(base+"/v1/devices/"+id, &resp)
 	return resp.Device, err

@@ -225,33 +225,8 @@ func sumCounts(m map[string]int64) int64 {
 	return n
 }
 
-// fdevice is the JSON shape of a device with the fields the fault suite
-// reads.
-type fdevice struct {
-	DeviceID string `json:"deviceId"`
-	Online   bool   `json:"online"`
-	Info     struct {
-		BootID string `json:"bootId"`
-	} `json:"info"`
-	Session *struct {
-		LeaseID       string    `json:"leaseId"`
-		Node          string    `json:"node"`
-		LivenessMode  string    `json:"livenessMode"`
-		RemoteAddress string    `json:"remoteAddress"`
-		ConnectedAt   time.Time `json:"connectedAt"`
-	} `json:"session"`
-	LastDisconnect *struct {
-		Reason  string    `json:"reason"`
-		LeaseID string    `json:"leaseId"`
-		Restart string    `json:"restart"`
-		Node    string    `json:"node"`
-		Time    time.Time `json:"time"`
-		Message string    `json:"message"`
-	} `json:"lastDisconnect"`
-}
-
 // lease is the current session's lease (0 when none).
-func (d fdevice) lease() uint64 {
+func (d device) lease() uint64 {
 	if d.Session == nil {
 		return 0
 	}
@@ -259,7 +234,7 @@ func (d fdevice) lease() uint64 {
 	return n
 }
 
-func (d fdevice) node() string {
+func (d device) node() string {
 	if d.Session == nil {
 		return ""
 	}
@@ -267,7 +242,7 @@ func (d fdevice) node() string {
 }
 
 // lastLease is the lease of the last session that ended (0 when none).
-func (d fdevice) lastLease() uint64 {
+func (d device) lastLease() uint64 {
 	if d.LastDisconnect == nil {
 		return 0
 	}
@@ -275,14 +250,14 @@ func (d fdevice) lastLease() uint64 {
 	return n
 }
 
-func (d fdevice) lastReason() string {
+func (d device) lastReason() string {
 	if d.LastDisconnect == nil {
 		return ""
 	}
 	return strings.TrimPrefix(d.LastDisconnect.Reason, "DISCONNECT_REASON_")
 }
 
-func (d fdevice) lastRestart() string {
+func (d device) lastRestart() string {
 	if d.LastDisconnect == nil {
 		return ""
 	}
@@ -291,8 +266,8 @@ func (d fdevice) lastRestart() string {
 
 // listDevices pages through GET /v1/devices (online only, or all) with
 // page_size=1000 and nextPageToken.
-func listDevices(base string, onlineOnly bool) ([]fdevice, error) {
-	var out []fdevice
+func listDevices(base string, onlineOnly bool) ([]device, error) {
+	var out []device
 	token := ""
 	for page := 0; ; page++ {
 		u := base + "/v1/devices?page_size=1000"
@@ -303,8 +278,8 @@ func listDevices(base string, onlineOnly bool) ([]fdevice, error) {
 			u += "&page_token=" + url.QueryEscape(token)
 		}
 		var resp struct {
-			Devices       []fdevice `json:"devices"`
-			NextPageToken string    `json:"nextPageToken"`
+			Devices       []device `json:"devices"`
+			NextPageToken string   `json:"nextPageToken"`
 		}
 		if err := getJSON(u, &resp); err != nil {
 			return nil, err
@@ -322,14 +297,14 @@ func listDevices(base string, onlineOnly bool) ([]fdevice, error) {
 
 // regView is one reading of the registry through the JSON API.
 type regView struct {
-	all    map[string]fdevice // every device, unfiltered list
-	online map[string]fdevice // the PRESENCE_FILTER_ONLINE list
+	all    map[string]device // every device, unfiltered list
+	online map[string]device // the PRESENCE_FILTER_ONLINE list
 }
 
 // readRegistry reads the online list, then the full list. Devices whose id
 // does not start with prefix are ignored.
 func readRegistry(base, prefix string) (regView, error) {
-	r := regView{all: map[string]fdevice{}, online: map[string]fdevice{}}
+	r := regView{all: map[string]device{}, online: map[string]device{}}
 	on, err := listDevices(base, true)
 	if err != nil {
 		return r, err

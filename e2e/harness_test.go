@@ -171,7 +171,8 @@ func getJSON(url string, v any) error {
 	return json.Unmarshal(body, v)
 }
 
-// device is the JSON shape of a device, as the gateway returns it.
+// device is the JSON shape of a device, as the gateway returns it (the
+// fields the e2e tests read).
 type device struct {
 	DeviceID string `json:"deviceId"`
 	Online   bool   `json:"online"`
@@ -183,14 +184,19 @@ type device struct {
 		BootID       string            `json:"bootId"`
 	} `json:"info"`
 	Session *struct {
-		LeaseID      string `json:"leaseId"`
-		Node         string `json:"node"`
-		LivenessMode string `json:"livenessMode"`
+		LeaseID       string    `json:"leaseId"`
+		Node          string    `json:"node"`
+		LivenessMode  string    `json:"livenessMode"`
+		RemoteAddress string    `json:"remoteAddress"`
+		ConnectedAt   time.Time `json:"connectedAt"`
 	} `json:"session"`
 	LastDisconnect *struct {
-		Reason  string `json:"reason"`
-		LeaseID string `json:"leaseId"`
-		Restart string `json:"restart"`
+		Reason  string    `json:"reason"`
+		LeaseID string    `json:"leaseId"`
+		Restart string    `json:"restart"`
+		Node    string    `json:"node"`
+		Time    time.Time `json:"time"`
+		Message string    `json:"message"`
 	} `json:"lastDisconnect"`
 }
 

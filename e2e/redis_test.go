@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"net/http"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -37,14 +36,6 @@ func startCluster(t *testing.T, n int, extra ...string) *cluster {
 
 func (c *cluster) base(i int) string { return "http://" + c.http[i] }
 
-func lease(d device) uint64 {
-	if d.Session == nil {
-		return 0
-	}
-	n, _ := strconv.ParseUint(d.Session.LeaseID, 10, 64)
-	return n
-}
-
 // TestKillNineReplica: a replica holding sessions is killed with SIGKILL (its
 // agents frozen, as if the whole rack lost power). Within the lease TTL no
 // device of it reads as online anywhere; when the agents resume they
@@ -68,7 +59,7 @@ func TestKillNineReplica(t *testing.T) {
 		if d.Session.Node != "r1" {
 			t.Fatalf("%s on %s, want r1", id, d.Session.Node)
 		}
-		before[id] = lease(d)
+		before[id] = d.lease()
 	}
 	for _, a := range agents {
 		a.signal(syscall.SIGSTOP)
@@ -106,8 +97,8 @@ func TestKillNineReplica(t *testing.T) {
 	}
 	for id, old := range before {
 		d := waitOnline(t, c.base(1), id, 90*time.Second)
-		if d.Session.Node != "r2" || lease(d) <= old {
-			t.Fatalf("%s back on %s with lease %d (was %d on r1)", id, d.Session.Node, lease(d), old)
+		if d.Session.Node != "r2" || d.lease() <= old {
+			t.Fatalf("%s back on %s with lease %d (was %d on r1)", id, d.Session.Node, d.lease(), old)
 		}
 	}
 }
@@ -125,7 +116,7 @@ func TestRedisRestartedEmpty(t *testing.T) {
 	}
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("rr-%d", i)
-		leases[id] = lease(waitOnline(t, c.base(0), id, 20*time.Second))
+		leases[id] = waitOnline(t, c.base(0), id, 20*time.Second).lease()
 	}
 	c.redis.Stop()
 	eventually(t, 10*time.Second, func() error {
@@ -153,8 +144,8 @@ func TestRedisRestartedEmpty(t *testing.T) {
 			return fmt.Errorf("%d devices listed, want %d", len(list.Devices), n)
 		}
 		for _, d := range list.Devices {
-			if !d.Online || lease(d) != leases[d.DeviceID] {
-				return fmt.Errorf("%s online=%v lease=%d, want lease %d", d.DeviceID, d.Online, lease(d), leases[d.DeviceID])
+			if !d.Online || d.lease() != leases[d.DeviceID] {
+				return fmt.Errorf("%s online=%v lease=%d, want lease %d", d.DeviceID, d.Online, d.lease(), leases[d.DeviceID])
 			}
 		}
 		return nil
