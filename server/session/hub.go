@@ -138,6 +138,10 @@ func (h *Hub) Connect(stream tetherv1.AgentService_ConnectServer) error {
 		d = s.run(ctx, stream, in)
 	}
 	h.close(s, d)
+	if d.Reason == tetherv1.DisconnectReason_DISCONNECT_REASON_PROTOCOL_ERROR {
+		// After the in-band Close, the stream's status says it too.
+		return status.Errorf(codes.InvalidArgument, "protocol error: %s", d.Message)
+	}
 	return nil
 }
 

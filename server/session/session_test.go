@@ -135,6 +135,9 @@ func TestSecondHelloEndsTheSessionAsProtocolError(t *testing.T) {
 				break
 			}
 		}
+		if _, err := d.stream.Recv(); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("stream status after the Close = %v, want InvalidArgument", err)
+		}
 		rec, _ := waitOffline(t, store, "dev-1", time.Second)
 		if rec.LastDisconnect.Reason != reasonProtocol {
 			t.Fatalf("recorded reason = %v", rec.LastDisconnect.Reason)
