@@ -53,7 +53,7 @@ func startReplicaWith(t *testing.T, store registry.Store, cfg session.Config, op
 	go srv.Serve(lis)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { hub.Mirror(ctx, node(cfg)); close(done) }()
+	go func() { hub.Mirror(ctx, cfg.Node); close(done) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done
@@ -61,8 +61,6 @@ func startReplicaWith(t *testing.T, store registry.Store, cfg session.Config, op
 	})
 	return &replica{hub: hub, lis: lis, srv: srv, store: store}
 }
-
-func node(c session.Config) string { return c.Node }
 
 // device is a scripted agent: the test decides every message it sends.
 type device struct {

@@ -39,8 +39,7 @@ type Hub struct {
 	mu       sync.Mutex
 	sessions map[string]*Session
 	draining bool
-	releases []registry.Disconnect // Release calls to retry (store was unavailable)
-	relDev   []string
+	releases []pendingRelease // Release calls to retry (store was unavailable)
 
 	flaps        *flapGuard
 	active       sync.WaitGroup // running Connect handlers
@@ -54,7 +53,11 @@ func (h *Hub) StoreHealthy() bool { return h.storeHealthy.Load() }
 
 func (h *Hub) setStoreHealthy(ok bool) { h.storeHealthy.Store(ok) }
 
-func (h *Hub) infoOf(s *Session) *tetherv1.DeviceInfo { return s.Info() }
+// pendingRelease is a Release to retry once the store is reachable again.
+type pendingRelease struct {
+	deviceID string
+	end      registry.Disconnect
+}
 
 // NewHub creates a Hub. m may be nil.
 func NewHub(cfg Config, store registry.Store, m *metrics.Metrics) (*Hub, error) {
@@ -131,9 +134,7 @@ func (h *Hub) Connect(stream tetherv1.AgentService_ConnectServer) error {
 	}}}
 	var d registry.Disconnect
 	if err := stream.Send(ack); err != nil {
-		d = s.transportEnd(ctx, err, func(r tetherv1.DisconnectReason, m string) registry.Disconnect {
-			return registry.Disconnect{Lease: s.Lease, Node: h.cfg.Node, Reason: r, Time: time.Now(), Message: m}
-		})
+		d = s.transportEnd(err)
 	} else {
 		d = s.run(ctx, stream, in)
 	}
@@ -307,8 +308,7 @@ func (h *Hub) release(deviceID string, d registry.Disconnect) {
 		h.metrics.StoreError("release")
 		h.log.Warn("release failed; will retry", "device", deviceID, "lease", d.Lease, "err", err)
 		h.mu.Lock()
-		h.releases = append(h.releases, d)
-		h.relDev = append(h.relDev, deviceID)
+		h.releases = append(h.releases, pendingRelease{deviceID, d})
 		h.mu.Unlock()
 	}
 }

@@ -74,7 +74,7 @@ func (h *Hub) renew(ctx context.Context, advertise string, wasDown bool) bool {
 			return false
 		}
 	}
-	h.retryReleases(ctx)
+	h.retryReleases()
 	h.setStoreHealthy(true)
 	return true
 }
@@ -90,7 +90,7 @@ func (h *Hub) remirror(ctx context.Context) error {
 	for _, s := range held {
 		live = append(live, registry.Live{
 			DeviceID: s.DeviceID, Lease: s.Lease, Node: h.cfg.Node, RemoteAddr: s.RemoteAddr, Mode: s.Mode,
-			Info: h.infoOf(s), ConnectedAt: s.ConnectedAt, LastSeen: s.LastSeen(), RTT: s.LastRTT(),
+			Info: s.Info(), ConnectedAt: s.ConnectedAt, LastSeen: s.LastSeen(), RTT: s.LastRTT(),
 		})
 	}
 	stale, err := h.store.Remirror(ctx, live)
@@ -112,14 +112,13 @@ func (h *Hub) endSuperseded(deviceID string, lease uint64) {
 	}
 }
 
-func (h *Hub) retryReleases(ctx context.Context) {
+func (h *Hub) retryReleases() {
 	h.mu.Lock()
-	rel, dev := h.releases, h.relDev
-	h.releases, h.relDev = nil, nil
+	rel := h.releases
+	h.releases = nil
 	h.mu.Unlock()
-	for i, d := range rel {
-		_ = ctx
-		h.release(dev[i], d)
+	for _, r := range rel {
+		h.release(r.deviceID, r.end)
 	}
 }
 

@@ -236,9 +236,7 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 		defer pongTimer.Stop()
 		pongC = pongTimer.C
 	}
-	end := func(reason tetherv1.DisconnectReason, msg string) registry.Disconnect {
-		return registry.Disconnect{Lease: s.Lease, Node: cfg.Node, Reason: reason, Time: time.Now(), Message: msg}
-	}
+	end := s.ending
 	// closeWith tells the agent why the session ends. A Send blocks only
 	// while the transport's flow-control window is full, which a live agent
 	// never lets happen and a dead one cannot outlast: the transport
@@ -252,7 +250,7 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 		select {
 		case item := <-in:
 			if item.err != nil {
-				return s.transportEnd(ctx, item.err, end)
+				return s.transportEnd(item.err)
 			}
 			now := time.Now()
 			s.lastSeen.Store(now.UnixNano())
@@ -285,7 +283,7 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 			now := time.Now()
 			ping := &tetherv1.ConnectResponse{Msg: &tetherv1.ConnectResponse_Ping{Ping: &tetherv1.Ping{Seq: seq, SentAt: timestamppb.New(now)}}}
 			if err := stream.Send(ping); err != nil {
-				return s.transportEnd(ctx, err, end)
+				return s.transportEnd(err)
 			}
 			if !awaiting {
 				awaiting, pingAt = true, now
@@ -302,17 +300,23 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 			return closeWith(r.reason, r.message)
 		case m := <-s.sendQ:
 			if err := stream.Send(m); err != nil {
-				return s.transportEnd(ctx, err, end)
+				return s.transportEnd(err)
 			}
 		case <-ctx.Done():
-			return s.transportEnd(ctx, ctx.Err(), end)
+			return s.transportEnd(ctx.Err())
 		}
 	}
 }
 
+// ending is the record of this session ending now for reason.
+func (s *Session) ending(reason tetherv1.DisconnectReason, msg string) registry.Disconnect {
+	return registry.Disconnect{Lease: s.Lease, Node: s.hub.cfg.Node, Reason: reason, Time: time.Now(), Message: msg}
+}
+
 // transportEnd attributes an end that the stream reported rather than one the
 // session decided.
-func (s *Session) transportEnd(ctx context.Context, err error, end func(tetherv1.DisconnectReason, string) registry.Disconnect) registry.Disconnect {
+func (s *Session) transportEnd(err error) registry.Disconnect {
+	end := s.ending
 	if err == io.EOF {
 		return end(tetherv1.DisconnectReason_DISCONNECT_REASON_CLIENT_CLOSED, "the agent closed the stream")
 	}
@@ -339,6 +343,5 @@ func (s *Session) transportEnd(ctx context.Context, err error, end func(tetherv1
 	if st, ok := status.FromError(err); ok && st.Code() != codes.Canceled {
 		msg = st.Message()
 	}
-	_ = ctx
 	return end(tetherv1.DisconnectReason_DISCONNECT_REASON_CLIENT_CLOSED, msg)
 }
