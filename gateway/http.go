@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/tetherhq/tether/gateway/ui"
 	"io"
 	"log/slog"
 	"mime"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/tetherhq/tether/api/openapi"
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/gateway/ui"
 )
 
 // Routes the gateway serves besides the generated /v1 API.
