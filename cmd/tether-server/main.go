@@ -53,6 +53,8 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.Session.HelloTimeout, "hello-timeout", 5*time.Second, "how long a new stream may take to send Hello")
 	fs.DurationVar(&cfg.Session.NodeTTL, "lease-ttl", 15*time.Second, "how long a crashed replica's sessions keep reading as online")
 	fs.DurationVar(&cfg.Session.MirrorInterval, "mirror-interval", 120*time.Second, "how often last-seen times are written to the registry (batched)")
+	fs.DurationVar(&cfg.Session.StoreTimeout, "store-timeout", 5*time.Second, "bound on one registry call made for a session; a later reply is an unknown outcome, resolved by retry and reconciliation")
+	fs.DurationVar(&cfg.Session.ReconcileInterval, "reconcile-interval", 10*time.Second, "how often the replica proves the registry matches the sessions it holds (a phantom reads offline within about this long)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 10*time.Second, "bound on graceful shutdown")
 	fs.IntVar(&cfg.CommandOutputCap, "command-output-cap", 64<<10, "command output relayed to callers is cut at this many bytes (and flagged)")
 	fs.IntVar(&cfg.Session.MaxInflightCommands, "max-inflight-commands", 64, "commands in flight per session; more answer RESOURCE_EXHAUSTED")

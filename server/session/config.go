@@ -57,6 +57,20 @@ type Config struct {
 	FlapWindow   time.Duration
 	FlapCooldown time.Duration
 
+	// StoreTimeout bounds one registry call made for a session (Claim,
+	// Release, UpdateInfo) and each renewal, mirror and reconciliation call.
+	// A call that has not answered by then has an unknown outcome: it may
+	// have been applied. Default 5s.
+	StoreTimeout time.Duration
+
+	// ReconcileInterval is how often the replica proves that the registry
+	// matches the sessions it holds: records that name it for a lease it
+	// does not hold are ended (ORPHANED), sessions it holds that the
+	// registry lacks are written back. A phantom (e.g. a claim whose reply
+	// was lost) reads offline within this interval plus a store round trip.
+	// Default 10s.
+	ReconcileInterval time.Duration
+
 	// RevocationPoll is how often the replica checks the token deny list's
 	// version and, when it moved, the tokens of its live sessions (a
 	// revoked token's session ends within this interval plus a store
@@ -82,6 +96,8 @@ func (c Config) WithDefaults() Config {
 	def(&c.FlapWindow, time.Minute)
 	def(&c.FlapCooldown, time.Minute)
 	def(&c.RevocationPoll, 500*time.Millisecond)
+	def(&c.StoreTimeout, 5*time.Second)
+	def(&c.ReconcileInterval, 10*time.Second)
 	if c.FlapLimit == 0 {
 		c.FlapLimit = 10
 	}
@@ -119,6 +135,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("session: node TTL %v is below 1s", c.NodeTTL)
 	case c.FlapLimit < 1 || c.FlapWindow <= 0 || c.FlapCooldown <= 0:
 		return fmt.Errorf("session: flap limit, window and cooldown must be positive")
+	case c.StoreTimeout < 10*time.Millisecond:
+		return fmt.Errorf("session: store timeout %v is below 10ms", c.StoreTimeout)
+	case c.ReconcileInterval < 100*time.Millisecond:
+		return fmt.Errorf("session: reconcile interval %v is below 100ms", c.ReconcileInterval)
 	case c.RevocationPoll <= 0:
 		return fmt.Errorf("session: revocation poll interval must be positive")
 	case c.MaxInflightCommands < 1 || c.SendQueue < 1:

@@ -23,9 +23,6 @@ import (
 	"github.com/tetherhq/tether/server/registry"
 )
 
-// storeTimeout bounds one registry call made on behalf of a session.
-const storeTimeout = 5 * time.Second
-
 // Hub holds this replica's sessions and implements AgentService.
 type Hub struct {
 	tetherv1.UnimplementedAgentServiceServer
@@ -217,7 +214,7 @@ func (h *Hub) open(ctx context.Context, hello *tetherv1.Hello) (*Session, error)
 		floor = old.Lease
 	}
 	now := time.Now()
-	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	sctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
 	claimed, err := h.store.Claim(sctx, registry.ClaimRequest{
 		DeviceID: id, Node: h.cfg.Node, RemoteAddr: remote, Mode: mode, Info: info, Now: now, MinLease: floor,
 	})
@@ -296,7 +293,7 @@ func (h *Hub) close(s *Session, d registry.Disconnect) {
 }
 
 func (h *Hub) release(deviceID string, d registry.Disconnect) {
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
 	defer cancel()
 	err := h.store.Release(ctx, deviceID, d)
 	switch {
@@ -320,7 +317,7 @@ func (h *Hub) updateInfo(ctx context.Context, s *Session, info *tetherv1.DeviceI
 	if info.GetAgentVersion() == "" {
 		info.AgentVersion = s.Info().GetAgentVersion()
 	}
-	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
 	defer cancel()
 	err := h.store.UpdateInfo(ctx, s.DeviceID, s.Lease, info)
 	switch {

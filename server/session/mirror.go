@@ -50,7 +50,7 @@ func (h *Hub) Register(ctx context.Context, advertise string) bool {
 
 // renew reports whether the registry renewal succeeded.
 func (h *Hub) renew(ctx context.Context, advertise string, wasDown bool) bool {
-	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
 	defer cancel()
 	_, lookErr := h.store.NodeAddr(ctx, h.cfg.Node)
 	lost := errors.Is(lookErr, registry.ErrNotFound)
@@ -131,7 +131,7 @@ func (h *Hub) touchAll(ctx context.Context) {
 	for _, s := range held {
 		touches = append(touches, registry.Touch{DeviceID: s.DeviceID, Lease: s.Lease, LastSeen: s.LastSeen(), RTT: s.LastRTT()})
 	}
-	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
 	defer cancel()
 	stale, err := h.store.Touch(ctx, touches)
 	if err != nil {

@@ -25,7 +25,7 @@ func (h *Hub) WatchRevocations(ctx context.Context, rev registry.Revocations) {
 			return
 		case <-t.C:
 		}
-		cctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		cctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
 		v, err := rev.RevocationVersion(cctx)
 		if err != nil {
 			cancel()

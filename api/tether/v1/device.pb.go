@@ -105,6 +105,10 @@ const (
 	DisconnectReason_DISCONNECT_REASON_FLAPPING DisconnectReason = 11
 	// The server failed internally.
 	DisconnectReason_DISCONNECT_REASON_SERVER_ERROR DisconnectReason = 12
+	// The registry named a replica that did not hold the session (a claim whose
+	// reply was lost, a release lost in a failover): the replica's
+	// reconciliation ended the orphaned record.
+	DisconnectReason_DISCONNECT_REASON_ORPHANED DisconnectReason = 13
 )
 
 // Enum value maps for DisconnectReason.
@@ -123,6 +127,7 @@ var (
 		10: "DISCONNECT_REASON_NODE_LOST",
 		11: "DISCONNECT_REASON_FLAPPING",
 		12: "DISCONNECT_REASON_SERVER_ERROR",
+		13: "DISCONNECT_REASON_ORPHANED",
 	}
 	DisconnectReason_value = map[string]int32{
 		"DISCONNECT_REASON_UNSPECIFIED":       0,
@@ -138,6 +143,7 @@ var (
 		"DISCONNECT_REASON_NODE_LOST":         10,
 		"DISCONNECT_REASON_FLAPPING":          11,
 		"DISCONNECT_REASON_SERVER_ERROR":      12,
+		"DISCONNECT_REASON_ORPHANED":          13,
 	}
 )
 
@@ -659,7 +665,7 @@ const file_tether_v1_device_proto_rawDesc = "" +
 	"\fLivenessMode\x12\x1d\n" +
 	"\x19LIVENESS_MODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16LIVENESS_MODE_APP_PONG\x10\x01\x12 \n" +
-	"\x1cLIVENESS_MODE_TRANSPORT_ONLY\x10\x02*\xd7\x03\n" +
+	"\x1cLIVENESS_MODE_TRANSPORT_ONLY\x10\x02*\xf7\x03\n" +
 	"\x10DisconnectReason\x12!\n" +
 	"\x1dDISCONNECT_REASON_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fDISCONNECT_REASON_CLIENT_CLOSED\x10\x01\x12\"\n" +
@@ -674,7 +680,8 @@ const file_tether_v1_device_proto_rawDesc = "" +
 	"\x1bDISCONNECT_REASON_NODE_LOST\x10\n" +
 	"\x12\x1e\n" +
 	"\x1aDISCONNECT_REASON_FLAPPING\x10\v\x12\"\n" +
-	"\x1eDISCONNECT_REASON_SERVER_ERROR\x10\f*k\n" +
+	"\x1eDISCONNECT_REASON_SERVER_ERROR\x10\f\x12\x1e\n" +
+	"\x1aDISCONNECT_REASON_ORPHANED\x10\r*k\n" +
 	"\rDeviceRestart\x12\x1e\n" +
 	"\x1aDEVICE_RESTART_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18DEVICE_RESTART_RESTARTED\x10\x01\x12\x1c\n" +
