@@ -93,6 +93,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	routeClientLogs(opts.Logger)
 	rdb, err := newClient(opts.URL)
 	if err != nil {
 		return nil, err
@@ -111,6 +112,10 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		_ = rdb.Close()
 		return nil, fmt.Errorf("redisstore: %s: %w", redactURL(opts.URL), err)
 	}
+	if err := checkClusterMode(ctx, rdb); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redisstore: %s: %w", redactURL(opts.URL), err)
+	}
 	// Load the scripts now, so the first pipelined batch does not meet
 	// NOSCRIPT (it would still recover; see runScripts).
 	for _, sc := range allScripts {
@@ -120,6 +125,22 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// checkClusterMode refuses a single-server client pointed at a Redis
+// Cluster node: it would meet MOVED for most keys and the replica would
+// never become ready. (A Cluster client is fine; so is a Redis without
+// cluster support, which answers CLUSTER INFO with an error.)
+func checkClusterMode(ctx context.Context, rdb redis.UniversalClient) error {
+	c, ok := rdb.(*redis.Client)
+	if !ok {
+		return nil
+	}
+	info, err := c.ClusterInfo(ctx).Result()
+	if err != nil || !strings.Contains(info, "cluster_state:") {
+		return nil
+	}
+	return errors.New("this Redis is a Cluster node, but the URL makes a single-server client (every key in another node's slots would answer MOVED): add ?cluster=true, or list the seed nodes with ?addr=host:port")
 }
 
 // Ping checks that Redis answers (for health checks).

@@ -116,7 +116,7 @@ func testReconcileOrphans(t *testing.T, h Harness) {
 	alive(t, st, "n1", "n2")
 	kept := claim(t, st, "dev-kept", "n1", "")
 	phantom := claim(t, st, "dev-phantom", "n1", "") // n1 never got the reply: it does not hold it
-	other := claim(t, st, "dev-other", "n2", "")      // another node's session is none of n1's business
+	other := claim(t, st, "dev-other", "n2", "")     // another node's session is none of n1's business
 	released := claim(t, st, "dev-released", "n1", "")
 	if err := st.Release(ctxT(t), "dev-released", registry.Disconnect{Lease: released.Lease, Reason: rsClosed, Time: now()}); err != nil {
 		t.Fatal(err)
