@@ -156,5 +156,3 @@ func waitBusy(t *testing.T, rdb *redis.Client) {
 	}
 	t.Fatal("Redis never answered BUSY")
 }
-
-
