@@ -250,11 +250,12 @@ func (h *Hub) open(ctx context.Context, hello *tetherv1.Hello) (*Session, error)
 			"limit", h.cfg.FlapLimit, "window", h.cfg.FlapWindow, "cooldown", h.cfg.FlapCooldown, "event", tetherv1.EventType_EVENT_TYPE_FLAPPING.String())
 	}
 	var tokenID string
+	var tokenExpiry time.Time
 	if d, ok := access.DeviceFrom(ctx); ok {
-		tokenID = d.TokenID
+		tokenID, tokenExpiry = d.TokenID, d.Expiry
 	}
 	s := &Session{
-		DeviceID: id, Lease: claimed.Lease, TokenID: tokenID, Mode: mode, RemoteAddr: remote, ConnectedAt: now, BootID: info.GetBootId(),
+		DeviceID: id, Lease: claimed.Lease, TokenID: tokenID, TokenExpiry: tokenExpiry, Mode: mode, RemoteAddr: remote, ConnectedAt: now, BootID: info.GetBootId(),
 		hub: h, conn: ConnFrom(ctx),
 		sendQ: make(chan *tetherv1.ConnectResponse, h.cfg.SendQueue), done: make(chan struct{}), recorded: make(chan struct{}),
 		endReq: make(chan endRequest, 1), pending: make(map[string]chan *tetherv1.CommandResult),

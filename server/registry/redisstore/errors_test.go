@@ -3,6 +3,7 @@ package redisstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -155,4 +156,34 @@ func waitBusy(t *testing.T, rdb *redis.Client) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("Redis never answered BUSY")
+}
+
+// RevokedMany answers thousands of tokens in a few pipelines.
+func TestRevokedManyChecksTokensInPipelinedBatches(t *testing.T) {
+	srv := testredis.Start(t)
+	st := open(t, srv.URL(), "rev", storetest.Options{})
+	ctx := t.Context()
+	ids := make([]string, 2500)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("tok-%04d", i)
+	}
+	for _, id := range []string{"tok-0007", "tok-2499"} {
+		if err := st.Revoke(ctx, id, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hook := &countHook{}
+	st.Client().AddHook(hook)
+	got, err := st.RevokedMany(ctx, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if want := id == "tok-0007" || id == "tok-2499"; got[id] != want {
+			t.Fatalf("RevokedMany[%s] = %v; want %v", id, got[id], want)
+		}
+	}
+	if hook.pipelines != 3 || len(hook.single) != 0 {
+		t.Fatalf("RevokedMany of 2,500 tokens: %d pipelines, %d single commands; want 3 pipelines", hook.pipelines, len(hook.single))
+	}
 }
