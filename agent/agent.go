@@ -204,6 +204,13 @@ func (a *Agent) retryDelay(end sessionEnd, now time.Time) (time.Duration, string
 		// On top of the server's hint, so that a drained server's agents
 		// spread out instead of arriving together.
 		return retryAfter + a.bo.Next(), "server draining: backing off past retry_after"
+	case tetherv1.DisconnectReason_DISCONNECT_REASON_OVERLOADED:
+		// The replica shed this Hello before admitting it: wait its hint
+		// plus up to half of it again, so shed agents spread out.
+		if retryAfter == 0 {
+			return a.bo.Next(), "server overloaded: backoff"
+		}
+		return retryAfter + a.bo.Jitter(retryAfter/2), "server overloaded: retry_after with jitter"
 	case tetherv1.DisconnectReason_DISCONNECT_REASON_FLAPPING,
 		tetherv1.DisconnectReason_DISCONNECT_REASON_AUTH_FAILED,
 		tetherv1.DisconnectReason_DISCONNECT_REASON_AUTH_REVOKED:

@@ -22,6 +22,8 @@ type Metrics struct {
 	LateResults      prometheus.Counter
 	StoreErrors      *prometheus.CounterVec
 	Outcomes         *prometheus.CounterVec
+	Deferred         *prometheus.CounterVec
+	Shed             *prometheus.CounterVec
 	Orphans          prometheus.Counter
 	Reconciles       *prometheus.CounterVec
 	Remirrors        prometheus.Counter
@@ -73,6 +75,12 @@ func New(reg prometheus.Registerer) *Metrics {
 		Outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_registry_outcomes_total", Help: "Registry writes by operation and outcome class: applied, stale (a newer lease is current; the session ends), missing (the record was lost; written back) or unknown (timeout or error reply; kept and resolved).",
 		}, []string{"op", "outcome"}),
+		Deferred: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_ping_timeouts_deferred_total", Help: "Ping timeouts put off because the agent had shown signs of life the server had not processed yet (queued: a message waited for the session loop; read: bytes arrived after the Ping; kernel: unread bytes in the socket). Each is a session an overloaded replica would otherwise have wrongly ended.",
+		}, []string{"evidence"}),
+		Shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_hello_shed_total", Help: "Hellos refused before the registry claim because the replica was saturated (Close OVERLOADED with retry_after), by signal.",
+		}, []string{"signal"}),
 		Orphans: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tether_registry_orphans_ended_total", Help: "Registry records naming this replica for a session it does not hold, ended by reconciliation (reason ORPHANED).",
 		}),
@@ -94,7 +102,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Sessions, m.Connects, m.Disconnects, m.DetectionLatency, m.PingRTT, m.Takeovers,
-			m.StaleWrites, m.Commands, m.CommandLatency, m.LateResults, m.StoreErrors, m.Outcomes, m.Orphans, m.Reconciles, m.Remirrors, m.Watchers, m.HelloRejects, m.Flaps)
+			m.StaleWrites, m.Commands, m.CommandLatency, m.LateResults, m.StoreErrors, m.Outcomes, m.Deferred, m.Shed, m.Orphans, m.Reconciles, m.Remirrors, m.Watchers, m.HelloRejects, m.Flaps)
 	}
 	return m
 }
@@ -175,6 +183,20 @@ func (m *Metrics) StaleWrite(op string) {
 func (m *Metrics) Outcome(op, outcome string) {
 	if m != nil {
 		m.Outcomes.WithLabelValues(op, outcome).Inc()
+	}
+}
+
+// TimeoutDeferred records a ping timeout put off on a sign of life.
+func (m *Metrics) TimeoutDeferred(evidence string) {
+	if m != nil {
+		m.Deferred.WithLabelValues(evidence).Inc()
+	}
+}
+
+// HelloShed records a Hello shed by admission control.
+func (m *Metrics) HelloShed(signal string) {
+	if m != nil {
+		m.Shed.WithLabelValues(signal).Inc()
 	}
 }
 

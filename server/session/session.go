@@ -226,8 +226,9 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 	var pingTimer, pongTimer *time.Timer
 	var pingC, pongC <-chan time.Time
 	var seq uint64
-	var awaiting bool    // a Ping is unanswered
-	var pingAt time.Time // when it was sent
+	var awaiting bool          // a Ping is unanswered
+	var pingAt time.Time       // when it was sent
+	var deferred time.Duration // how long its timeout was put off on signs of life (at most PingTimeout)
 	if appPong {
 		// The first Ping comes at a random point of the first interval so
 		// that a reconnect storm does not ping in lockstep ever after.
@@ -258,7 +259,7 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 			now := time.Now()
 			s.lastSeen.Store(now.UnixNano())
 			if awaiting {
-				awaiting = false
+				awaiting, deferred = false, 0
 				pongTimer.Stop()
 			}
 			switch m := item.msg.Msg.(type) {
@@ -295,6 +296,16 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 			pingTimer.Reset(s.hub.nextPing())
 		case <-pongC:
 			if awaiting {
+				if ev := s.signOfLife(pingAt, len(in)); ev != "" && deferred < cfg.PingTimeout {
+					// The agent answered (or sent something) and this
+					// server has not got to it yet: an overloaded replica
+					// must not blame the device for its own lateness.
+					step := max(cfg.PingTimeout/4, 50*time.Millisecond)
+					deferred += step
+					pongTimer.Reset(step)
+					s.hub.metrics.TimeoutDeferred(ev)
+					continue
+				}
 				s.hub.metrics.Detected(time.Since(s.LastSeen()))
 				return closeWith(tetherv1.DisconnectReason_DISCONNECT_REASON_PING_TIMEOUT,
 					fmt.Sprintf("no message within %v of the Ping sent at %s", cfg.PingTimeout, pingAt.UTC().Format(time.RFC3339Nano)))
@@ -309,6 +320,25 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 			return s.transportEnd(ctx.Err())
 		}
 	}
+}
+
+// signOfLife reports why the agent cannot be called silent since pingAt,
+// or "" when it can: a message is already queued for the handler
+// ("queued"), bytes arrived on the connection after the Ping ("read"), or
+// the kernel holds bytes nobody has read yet ("kernel"). Only when none of
+// these holds does a ping timeout end the session.
+func (s *Session) signOfLife(pingAt time.Time, queued int) string {
+	switch {
+	case queued > 0:
+		return "queued"
+	case s.conn == nil:
+		return ""
+	case s.conn.LastRead().After(pingAt):
+		return "read"
+	case s.conn.Unread() > 0:
+		return "kernel"
+	}
+	return ""
 }
 
 // ending is the record of this session ending now for reason.
