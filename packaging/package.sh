@@ -10,10 +10,29 @@
 # OUTDIR/BINARY-VERSION-1.RPMARCH.rpm and prints their paths.
 # Environment: VERSION (default: packaging/version.sh), SOURCE_DATE_EPOCH
 # (default: the commit time; the files' mtimes in the packages), GO, NFPM.
+#
+# package.sh --scripts DIR BINARY only renders the maintainer scripts into
+# DIR (postinstall.sh, preremove.sh, postremove.sh), for packaging's test.
 set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+
+# render_scripts DIR BINARY: PKG=@PACKAGE@ set, scripts/common.sh pasted in
+# place of the @COMMON@ line.
+render_scripts() {
+  for s in postinstall preremove postremove; do
+    sed -e "s/@PACKAGE@/$2/" -e "/^@COMMON@\$/{r $here/scripts/common.sh
+d;}" "$here/scripts/$s.sh" >"$1/$s.sh"
+    chmod 0755 "$1/$s.sh"
+  done
+}
+if [ "${1:-}" = --scripts ] && [ $# -eq 3 ]; then
+  mkdir -p "$2"
+  render_scripts "$2" "$3"
+  exit 0
+fi
+
 [ $# -eq 4 ] || { echo "usage: $0 OUTDIR BINARY ARCH BINPATH" >&2; exit 2; }
 outdir=$1 bin=$2 arch=$3 binpath=$4
-here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 GO=${GO:-go}
 VERSION=${VERSION:-$("$here/version.sh")}
@@ -46,11 +65,7 @@ cp "$binpath" "$stage/$bin"
   sed 's|/usr/local/bin/|/usr/bin/|g' "$repo/$unit"
 } >"$stage/$bin.service"
 cp "$repo/$conf" "$stage/$confname"
-for s in postinstall preremove postremove; do
-  # PKG=@PACKAGE@, then scripts/common.sh in place of the @COMMON@ line.
-  sed -e "s/@PACKAGE@/$bin/" -e "/^@COMMON@\$/{r $here/scripts/common.sh
-d;}" "$here/scripts/$s.sh" >"$stage/$s.sh"
-done
+render_scripts "$stage" "$bin"
 cp "$here/nfpm/$bin.yaml" "$stage/nfpm.yaml"
 
 deb="$outdir/${bin}_${VERSION}_${arch}.deb"
