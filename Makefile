@@ -189,3 +189,8 @@ dist-check:
 	done; \
 	if cmp -s $$tmp/a/SHA256SUMS $$tmp/b/SHA256SUMS; then echo "dist-check: identical ($$(wc -l < $$tmp/a/SHA256SUMS) files)"; \
 	else diff $$tmp/a/SHA256SUMS $$tmp/b/SHA256SUMS; echo "dist-check: NOT reproducible"; exit 1; fi
+
+## footprint: release binary sizes per architecture and the amd64 agent's idle RSS/CPU against a local
+## tether-server (10 s pings); rewrites the "Footprint" section of docs/BENCHMARKS.md in place (≈3 min)
+footprint:
+	VERSION='$(VERSION)' COMMIT='$(COMMIT)' packaging/footprint.sh docs/BENCHMARKS.md

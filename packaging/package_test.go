@@ -247,7 +247,7 @@ func TestAgentPackage(t *testing.T) {
 		}
 	})
 
-	t.Run("dpkg installs, upgrades keeping a changed config, removes and purges", func(t *testing.T) {
+	t.Run("dpkg installs, upgrades keeping a changed config, removes, purges, keeps a pre-placed config", func(t *testing.T) {
 		dpkgCycle(t, b)
 	})
 }
@@ -385,5 +385,30 @@ func dpkgCycle(t *testing.T, b *agentBuild) {
 	}
 	if _, err := os.Lstat(wants); wantsBefore != nil && !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the purge left the enable link %s (%v)", wants, err)
+	}
+
+	// A fleet install: the config is put in place first (docs/INSTALL.md's
+	// Ansible and cloud-init recipes), then the package is installed with
+	// --force-confold: the config stays, the package's example lands next to
+	// it, and the purge takes both.
+	if err := os.MkdirAll("/etc/tether", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	placed := []byte("server: tether.lan:7070\n")
+	if err := os.WriteFile("/etc/tether/agent.yaml", placed, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	dpkg("--force-confold", "-i", b.deb1)
+	if got, _ := os.ReadFile("/etc/tether/agent.yaml"); !bytes.Equal(got, placed) {
+		t.Errorf("dpkg --force-confold -i replaced the config placed before it:\n%s", got)
+	}
+	dpkg("--purge", "tether-agent")
+	for _, p := range []string{"/etc/tether/agent.yaml", "/etc/tether/agent.yaml.dpkg-dist"} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("the purge left %s (%v)", p, err)
+		}
+	}
+	if _, err := os.Stat("/etc/tether"); etcTetherBefore != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the purge left /etc/tether, which did not exist before (%v)", err)
 	}
 }
