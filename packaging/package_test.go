@@ -28,7 +28,7 @@ const (
 type agentBuild struct {
 	repo, dir, bin string
 	deb1, rpm1     string // testVersion1
-	deb2           string // testVersion2, same files: the upgrade
+	deb2, rpm2     string // testVersion2, same files: the upgrade
 }
 
 func goTool(t *testing.T) string {
@@ -110,7 +110,7 @@ func buildAgent(t *testing.T) *agentBuild {
 		return deb, rpm
 	}
 	b.deb1, b.rpm1 = pkgs(testVersion1, "v1")
-	b.deb2, _ = pkgs(testVersion2, "v2")
+	b.deb2, b.rpm2 = pkgs(testVersion2, "v2")
 	return b
 }
 
@@ -244,6 +244,39 @@ func TestAgentPackage(t *testing.T) {
 			if !strings.Contains(list, f.Path+"\n") {
 				t.Errorf("rpm -qlp lacks %s:\n%s", f.Path, list)
 			}
+		}
+
+		// Install, upgrade and erase into a scratch root (its own rpm
+		// database; --noscripts: the root has no /bin/sh; the scripts are
+		// tested in scripts_test.go): modes, %config(noreplace) on upgrade,
+		// .rpmsave on erase.
+		root := t.TempDir()
+		rpm := func(args ...string) {
+			t.Helper()
+			run(t, nil, "rpm", append([]string{"--root", root}, args...)...)
+		}
+		rpm("--initdb")
+		rpm("-i", "--nodeps", "--noscripts", b.rpm1)
+		for rel, mode := range map[string]fs.FileMode{"usr/bin/tether-agent": 0o755, "etc/tether/agent.yaml": 0o640, "usr/lib/systemd/system/tether-agent.service": 0o644} {
+			if fi, err := os.Stat(filepath.Join(root, rel)); err != nil || fi.Mode().Perm() != mode {
+				t.Errorf("rpm -i: /%s: %v %v, want mode %v", rel, fi.Mode(), err, mode)
+			}
+		}
+		conf := filepath.Join(root, "etc/tether/agent.yaml")
+		changed := []byte("server: tether.lan:7070\n")
+		if err := os.WriteFile(conf, changed, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		rpm("-U", "--nodeps", "--noscripts", b.rpm2)
+		if got, _ := os.ReadFile(conf); !bytes.Equal(got, changed) {
+			t.Errorf("rpm -U replaced the changed config:\n%s", got)
+		}
+		rpm("-e", "--nodeps", "--noscripts", "tether-agent")
+		if got, err := os.ReadFile(conf + ".rpmsave"); err != nil || !bytes.Equal(got, changed) {
+			t.Errorf("rpm -e did not save the changed config as agent.yaml.rpmsave (%v)", err)
+		}
+		if _, err := os.Stat(filepath.Join(root, "usr/bin/tether-agent")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("rpm -e left the binary (%v)", err)
 		}
 	})
 
