@@ -100,7 +100,11 @@ run: build
 ## bench: run the benchmarks with the real binaries and rewrite docs/BENCHMARKS.md (≈10 min; BENCH=… picks scenarios)
 BENCH ?= detect,floor,hold,redis,commands
 bench: build deps
-	$(GO) run ./bench -scenarios $(BENCH) > docs/BENCHMARKS.md.new && mv docs/BENCHMARKS.md.new docs/BENCHMARKS.md
+	$(GO) run ./bench -scenarios $(BENCH) > docs/BENCHMARKS.md.new
+	@# keep the Footprint section (`make footprint` owns it) unless the new file has one
+	@grep -q '<!-- footprint:begin -->' docs/BENCHMARKS.md.new || ! grep -q '<!-- footprint:begin -->' docs/BENCHMARKS.md || \
+	  { echo; sed -n '/<!-- footprint:begin -->/,/<!-- footprint:end -->/p' docs/BENCHMARKS.md; } >> docs/BENCHMARKS.md.new
+	mv docs/BENCHMARKS.md.new docs/BENCHMARKS.md
 	@echo "docs/BENCHMARKS.md rewritten"
 
 ## faults: the fault-injection suite (e2e TestFault*: real binaries, real Redis) at full size with the
