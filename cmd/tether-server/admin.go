@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"os/user"
 	"strings"
 	"time"
 
@@ -137,6 +139,7 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintln(stdout, tok)
 		fmt.Fprintf(stderr, "device %s, token id %s, expires %s\n", t.DeviceID, t.ID, t.Expiry.UTC().Format(time.RFC3339))
+		cliAudit(stderr, "token_issue", "device", t.DeviceID, "token_id", t.ID, "expires", t.Expiry.UTC().Format(time.RFC3339))
 		return nil
 	case "revoke":
 		redisURL := fs.String("redis", "", "Redis URL of the cluster's registry (required; the in-memory store lives inside the server process)")
@@ -176,10 +179,21 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stderr, "token %s revoked until %s\n", id, exp.UTC().Format(time.RFC3339))
+		cliAudit(stderr, "token_revoke", "token_id", id, "until", exp.UTC().Format(time.RFC3339))
 		return nil
 	}
 	fmt.Fprint(stderr, tokenUsage)
 	return fmt.Errorf("token: unknown subcommand %q", args[0])
+}
+
+// cliAudit writes the audit line of a state-changing CLI command (the same
+// "audit" message as the server's, docs/ADMIN.md) to w.
+func cliAudit(w io.Writer, action string, attrs ...any) {
+	who := "unknown"
+	if u, err := user.Current(); err == nil {
+		who = u.Username
+	}
+	slog.New(slog.NewTextHandler(w, nil)).Info("audit", append([]any{"action", action, "caller", "cli:" + who}, attrs...)...)
 }
 
 func ignoreHelp(err error) error {
