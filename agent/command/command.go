@@ -246,17 +246,26 @@ func (r *Runner) output(code int32, out []byte) *tetherv1.CommandResult {
 }
 
 func (r *Runner) exec(ctx context.Context, name string, timeout time.Duration, argv []string) *tetherv1.CommandResult {
-	cmd := exec.Command(argv[0], argv[1:]...)
 	// One pipe we own for stdout and stderr: Wait then returns when the
 	// process exits, not when every child holding the pipe has let go.
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return refused("command %q: %v", name, err)
 	}
-	cmd.Stdout, cmd.Stderr = pw, pw
-	ps := prepare(cmd)
+	var cmd *exec.Cmd
+	var ps *procs
+	for _, cgroup := range []bool{true, false} {
+		cmd = exec.Command(argv[0], argv[1:]...)
+		cmd.Stdout, cmd.Stderr = pw, pw
+		ps = prepare(cmd, cgroup)
+		if err = cmd.Start(); err == nil || !ps.hasCgroup() {
+			break
+		}
+		// Starting inside the cgroup failed (a kernel without
+		// CLONE_INTO_CGROUP): run it with the process group only.
+		_ = ps.cleanup()
+	}
 	defer ps.cleanup() //nolint:errcheck // best effort: an empty cgroup left behind is harmless
-	err = cmd.Start()
 	pw.Close()
 	if err != nil {
 		pr.Close()

@@ -77,7 +77,7 @@ func cgroup2Mount() string {
 
 // prepare sets cmd up to run in a new process group, its own cgroup when
 // possible, and with the run's marker in its environment.
-func prepare(cmd *exec.Cmd) *procs {
+func prepare(cmd *exec.Cmd, cgroup bool) *procs {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	p := &procs{marker: markerVar + "=" + hex.EncodeToString(id[:])}
@@ -87,7 +87,7 @@ func prepare(cmd *exec.Cmd) *procs {
 	}
 	cmd.Env = append(env, p.marker)
 	attr := &syscall.SysProcAttr{Setpgid: true}
-	if base := cgroupBase(); cgroupsEnabled && base != "" {
+	if base := cgroupBase(); cgroup && cgroupsEnabled && base != "" {
 		dir := filepath.Join(base, "tether-cmd-"+hex.EncodeToString(id[:]))
 		if err := os.Mkdir(dir, 0o755); err == nil {
 			if fd, err := os.Open(dir); err == nil {
@@ -101,6 +101,10 @@ func prepare(cmd *exec.Cmd) *procs {
 	cmd.SysProcAttr = attr
 	return p
 }
+
+// hasCgroup reports whether the command was set up to start in its own
+// cgroup.
+func (p *procs) hasCgroup() bool { return p.cg != "" }
 
 // isolation names how the command's processes are tracked (for errors).
 func (p *procs) isolation() string {

@@ -9,10 +9,12 @@ import (
 // procs is the command's process group (unix) or just its process.
 type procs struct{ pid int }
 
-func prepare(cmd *exec.Cmd) *procs {
+func prepare(cmd *exec.Cmd, _ bool) *procs {
 	setpgid(cmd)
 	return &procs{}
 }
+
+func (p *procs) hasCgroup() bool { return false }
 
 func (p *procs) isolation() string { return "process group" }
 
