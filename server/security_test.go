@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -720,5 +721,43 @@ func TestMetricsListenerFollowsTheLoopbackRuleAndHidesPprof(t *testing.T) {
 		if want := map[bool]int{false: 404, true: 200}[pprof]; code != want {
 			t.Errorf("pprof=%v: /debug/pprof/ answered %d, want %d", pprof, code, want)
 		}
+	}
+}
+
+func TestMetricsOffLoopbackIsHTTPSWhenTLSIsOn(t *testing.T) {
+	ca := newTestCA(t)
+	cert, key := ca.issue(t, "metrics-server", "server", nil, true)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(lis.Addr().String())
+	lis.Close()
+	startServer(t, server.Config{Metrics: "0.0.0.0:" + port, Security: server.Security{TLSCert: cert, TLSKey: key}})
+	pool := x509.NewCertPool()
+	pem, err := os.ReadFile(ca.file())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(pem)
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	var got error
+	for i := 0; i < 100; i++ {
+		var resp *http.Response
+		if resp, got = hc.Get("https://127.0.0.1:" + port + "/metrics"); got == nil {
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				got = fmt.Errorf("status %s", resp.Status)
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got != nil {
+		t.Fatalf("GET https /metrics: %v", got)
+	}
+	if resp, err := http.Get("http://127.0.0.1:" + port + "/metrics"); err == nil && resp.StatusCode == 200 {
+		resp.Body.Close()
+		t.Fatal("the metrics listener off loopback answered plaintext")
 	}
 }
