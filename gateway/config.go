@@ -164,3 +164,28 @@ func parseOrigins(list []string) (originSet, error) {
 	}
 	return set, errors.Join(errs...)
 }
+
+// CheckPlaintext refuses to serve plaintext HTTP (no TLS) on a listen
+// address that is not loopback unless insecure is set: API keys and
+// commands would cross the network in clear. flag names the address in the
+// error.
+func CheckPlaintext(flag, addr string, tls, insecure bool) error {
+	if addr == "" || tls || insecure || isLoopback(addr) {
+		return nil
+	}
+	return fmt.Errorf("refusing to serve plaintext on %s %s, which is not a loopback address: "+
+		"give --tls-cert and --tls-key, or --insecure to accept plaintext on a trusted network (see docs/SECURITY.md)", flag, addr)
+}
+
+// isLoopback reports whether a listen address binds loopback only.
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

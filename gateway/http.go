@@ -122,6 +122,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request, api http.Han
 	}
 	rec := &responseRecorder{ResponseWriter: w}
 	rec.Header().Set(requestIDHeader, id)
+	rec.Header().Set("X-Content-Type-Options", "nosniff") // every response, errors and the page included
 
 	switch {
 	case g.applyCORS(rec, r):

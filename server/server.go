@@ -20,9 +20,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/server/access"
 	"github.com/tetherhq/tether/server/adminapi"
 	"github.com/tetherhq/tether/server/deviceapi"
 	"github.com/tetherhq/tether/server/metrics"
@@ -37,8 +37,13 @@ type Config struct {
 	Listen string
 	// HTTP, if set, serves the JSON gateway in-process on this address.
 	HTTP string
-	// Metrics, if set, serves /metrics, /healthz and /readyz on this address.
+	// Metrics, if set, serves /metrics, /healthz and /readyz on this address
+	// (HTTPS with the server's certificate when TLS is on and the address
+	// is not loopback; plaintext off loopback needs Security.Insecure).
 	Metrics string
+	// Pprof serves /debug/pprof/ on the Metrics listener (heap, goroutine
+	// stacks: operator-only; off by default).
+	Pprof bool
 	// Advertise is the address peers use to reach this replica. Default:
 	// the actual gRPC listen address.
 	Advertise string
@@ -165,7 +170,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.sec = sec
-	peerOpts, err := sec.peerDialOptions(cfg.Security)
+	peerOpts, err := sec.peerDialOptions(cfg.Security, s.cfg.Session.Node)
 	if err != nil {
 		lis.Close()
 		return nil, err
@@ -190,7 +195,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	sc := hub.Config()
 	gm := metrics.NewGRPC(cfg.Registry)
 	s.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(gm.Unary, sec.policy.Unary),
+		grpc.ChainUnaryInterceptor(gm.Unary, sec.policy.Unary, sec.audit.Unary),
 		grpc.ChainStreamInterceptor(gm.Stream, sec.policy.Stream),
 		grpc.Creds(session.TrackConns(sec.creds)),
 		grpc.KeepaliveParams(serverKeepalive(sc)),
@@ -211,7 +216,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
-	reflection.Register(s.grpc)
+	access.RegisterReflection(s.grpc)
 	return s, nil
 }
 
@@ -293,11 +298,15 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.cfg.Metrics != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
-		// Profiling on the (loopback, operator-only) metrics listener.
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		if s.cfg.Pprof {
+			// Profiling, only when asked for (--pprof): heap and goroutine
+			// stacks are for operators.
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 		mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 			if !s.Ready() {
@@ -306,14 +315,18 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			fmt.Fprintln(w, "ready")
 		})
-		hs, err := s.serveHTTP(s.cfg.Metrics, mux, nil)
+		var metricsTLS *tls.Config
+		if !isLoopback(s.cfg.Metrics) {
+			metricsTLS = s.sec.httpTLS() // nil without TLS (then --insecure allowed it)
+		}
+		hs, err := s.serveHTTP(s.cfg.Metrics, mux, metricsTLS)
 		if err != nil {
 			return err
 		}
 		https = append(https, hs)
 	}
 	log.Info("tether server started", "listen", s.lis.Addr().String(), "advertise", s.cfg.Advertise, "http", s.cfg.HTTP,
-		"metrics", s.cfg.Metrics, "store", storeKind(s.cfg), "version", s.cfg.Version,
+		"metrics", s.cfg.Metrics, "pprof", s.cfg.Pprof, "store", storeKind(s.cfg), "version", s.cfg.Version,
 		"tls", s.sec.tls != nil, "mtls", s.cfg.Security.ClientCA != "", "device_tokens", len(s.cfg.Security.TokenSecret) > 0,
 		"api_keys", s.cfg.Security.APIKeys.Len(), "cluster_secret", len(s.cfg.Security.ClusterSecret) > 0)
 

@@ -31,6 +31,7 @@ import (
 	"github.com/tetherhq/tether/internal/envflag"
 	"github.com/tetherhq/tether/internal/logging"
 	"github.com/tetherhq/tether/internal/version"
+	"github.com/tetherhq/tether/server/access"
 )
 
 func main() {
@@ -49,11 +50,14 @@ func run(args []string) error {
 	maxBody := fs.Int64("max-body", gateway.DefaultMaxBodyBytes, "maximum request body size in bytes")
 	serverCA := fs.String("server-ca", "", "PEM CA bundle to verify tether-server's TLS certificate; empty = plaintext gRPC (dev mode)")
 	serverName := fs.String("server-name", "", "name to verify in tether-server's certificate (default: the host of --server)")
+	tlsCert := fs.String("tls-cert", "", "certificate (PEM) for HTTPS on --listen (and --metrics off loopback); with --tls-key; re-read when the file changes")
+	tlsKey := fs.String("tls-key", "", "private key (PEM) for --tls-cert (a bare name is looked up in $CREDENTIALS_DIRECTORY)")
+	insecureFlag := fs.Bool("insecure", false, "allow plaintext HTTP on a non-loopback --listen or --metrics (without TLS the gateway otherwise binds loopback only)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: tether-gateway [flags]\n\nEvery flag can also be set with an environment variable TETHER_<FLAG> (e.g. TETHER_LISTEN, TETHER_SERVER, TETHER_CORS_ORIGINS).\n\n")
+		fmt.Fprintf(fs.Output(), "Usage: tether-gateway [flags]\n\nEvery flag can also be set with an environment variable TETHER_<FLAG> (e.g. TETHER_LISTEN, TETHER_SERVER, TETHER_CORS_ORIGINS).\nWithout --tls-cert the gateway listens on loopback only unless --insecure. See docs/SECURITY.md.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := envflag.Parse(fs, "TETHER", args); err != nil {
@@ -73,6 +77,37 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	useTLS := *tlsCert != ""
+	for _, a := range []struct{ flag, addr string }{{"--listen", *listen}, {"--metrics", *metricsAddr}} {
+		if err := gateway.CheckPlaintext(a.flag, a.addr, useTLS, *insecureFlag); err != nil {
+			return err
+		}
+	}
+	var httpsCfg *tls.Config
+	if useTLS {
+		keyFile := access.ResolveSecretPath(*tlsKey)
+		if w, err := access.CheckSecretFile(keyFile, "--tls-key"); err != nil {
+			return err
+		} else if w != "" {
+			log.Warn(w)
+		}
+		st, err := access.NewServerTLS(access.TLSFiles{Cert: access.ResolveSecretPath(*tlsCert), Key: keyFile}, log)
+		if err != nil {
+			return err
+		}
+		httpsCfg = &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"h2", "http/1.1"},
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+				return st.Certificate(), nil
+			},
+		}
+	} else if !isLoopbackAddr(*listen) {
+		log.Warn("TLS is off: API keys and commands cross the network in clear (--insecure)", "listen", *listen)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -81,7 +116,11 @@ func run(args []string) error {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		metrics = gateway.NewMetrics(reg)
-		stopMetrics, err := serveMetrics(ctx, *metricsAddr, reg, log)
+		var metricsTLS *tls.Config
+		if !isLoopbackAddr(*metricsAddr) {
+			metricsTLS = httpsCfg
+		}
+		stopMetrics, err := serveMetrics(ctx, *metricsAddr, reg, metricsTLS, log)
 		if err != nil {
 			return err
 		}
@@ -111,16 +150,26 @@ func run(args []string) error {
 		return err
 	}
 	defer gw.Close()
-	log.Info("tether-gateway starting", "listen", *listen, "servers", *servers, "metrics", *metricsAddr, "version", version.String())
-	return gw.Run(ctx, *listen)
+	log.Info("tether-gateway starting", "listen", *listen, "tls", useTLS, "servers", *servers, "metrics", *metricsAddr, "version", version.String())
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", *listen, err)
+	}
+	if httpsCfg != nil {
+		ln = tls.NewListener(ln, httpsCfg)
+	}
+	return gw.Serve(ctx, ln)
 }
 
 // serveMetrics serves reg on addr at /metrics until the returned function is
 // called (after the gateway's own drain, so the drain can be scraped).
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) (stop func(), err error) {
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, tlsCfg *tls.Config, log *slog.Logger) (stop func(), err error) {
 	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: listen: %w", err)
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -142,6 +191,11 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 			_ = srv.Close()
 		}
 	}, nil
+}
+
+// isLoopbackAddr reports whether a listen address binds loopback only.
+func isLoopbackAddr(addr string) bool {
+	return gateway.CheckPlaintext("", addr, false, false) == nil
 }
 
 // splitList splits a comma-separated flag value, dropping blanks.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -44,7 +45,8 @@ func run(args []string) error {
 	var cfg server.Config
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "gRPC listen address (agents, DeviceService, health, reflection)")
 	fs.StringVar(&cfg.HTTP, "http", "", "serve the JSON gateway in-process on this address (e.g. 127.0.0.1:8080)")
-	fs.StringVar(&cfg.Metrics, "metrics", "", "serve /metrics, /healthz and /readyz on this address")
+	fs.StringVar(&cfg.Metrics, "metrics", "", "serve /metrics, /healthz and /readyz on this address (off loopback: HTTPS with TLS on, else only with --insecure)")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "also serve /debug/pprof/ on the --metrics listener (heap, goroutine stacks: keep it loopback)")
 	fs.StringVar(&cfg.Advertise, "advertise", "", "address peers use to reach this replica (default: the listen address)")
 	fs.StringVar(&cfg.RedisURL, "redis", "", "Redis URL for the registry (redis://host:6379/0); empty = embedded in-memory store")
 	fs.StringVar(&cfg.Session.Node, "node", "", "node name of this replica (default: hostname-port)")
@@ -64,12 +66,14 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.DeviceRetention, "device-retention", 7*24*time.Hour, "how long an offline device stays known in the registry")
 	fs.StringVar(&cfg.Security.TLSCert, "tls-cert", "", "server certificate (PEM); with --tls-key turns TLS on for gRPC and --http (re-read when the file changes)")
 	fs.StringVar(&cfg.Security.TLSKey, "tls-key", "", "server private key (PEM)")
-	fs.StringVar(&cfg.Security.ClientCA, "client-ca", "", "CA bundle (PEM) that verifies client certificates: devices (URI SAN tether://device/<id>, else CN) and replicas (tether://peer/<node>)")
+	fs.StringVar(&cfg.Security.ClientCA, "client-ca", "", "CA bundle (PEM) that verifies client certificates: devices (URI SAN tether://device/<id>; the CN only with --cert-cn-device) and replicas (tether://peer/<node>)")
 	fs.StringVar(&cfg.Security.PeerCA, "peer-ca", "", "CA bundle (PEM) that verifies other replicas' server certificates (default: --client-ca, else the system roots)")
-	tokenSecretFile := fs.String("token-secret-file", "", "file with the secret (>= 32 bytes) that signs device tokens; set = agents must present a token or a client certificate")
+	tokenSecretFile := fs.String("token-secret-file", "", "file with the secret (>= 32 bytes) that signs device tokens (a bare name is looked up in $CREDENTIALS_DIRECTORY, as are the other secret files and --tls-cert/--tls-key); set = agents must present a token or a client certificate")
 	apiKeysFile := fs.String("api-keys-file", "", "API keys, hashed (lines \"sha256:<hex> <role> <name>\" or YAML); set = DeviceService, reflection and admin calls need a key")
 	apiKeys := fs.String("api-keys", "", "API keys inline, same line format, ';'-separated (usually from TETHER_API_KEYS)")
 	clusterSecretFile := fs.String("cluster-secret-file", "", "file with the secret (>= 32 bytes) replicas prove to each other on PeerService (the same on every replica)")
+	fs.BoolVar(&cfg.Security.CertCN, "cert-cn-device", false, "accept a client certificate's subject CN as its device id when it has no tether://device/<id> URI SAN (legacy; off: only the URI SAN names a device)")
+	peerNodes := fs.String("peer-nodes", "", "comma-separated node names accepted from peer certificates and cluster proofs besides the registry's live nodes")
 	fs.BoolVar(&cfg.Security.Insecure, "insecure", false, "allow plaintext gRPC/HTTP on a non-loopback address (without TLS the server otherwise binds loopback only)")
 	fs.Float64Var(&cfg.Security.HelloRate, "hello-rate", 20, "new agent streams per second per source IP (token bucket; negative = unlimited); excess gets RESOURCE_EXHAUSTED")
 	fs.IntVar(&cfg.Security.HelloBurst, "hello-burst", 40, "burst of new agent streams per source IP")
@@ -102,12 +106,21 @@ func run(args []string) error {
 		fmt.Println("tether-server", version.String())
 		return nil
 	}
-	if err := loadSecrets(&cfg.Security, *tokenSecretFile, *apiKeysFile, *apiKeys, *clusterSecretFile); err != nil {
+	for _, n := range strings.Split(*peerNodes, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			cfg.Security.PeerNodes = append(cfg.Security.PeerNodes, n)
+		}
+	}
+	warnings, err := loadSecrets(&cfg.Security, secretFlags{*tokenSecretFile, *apiKeysFile, *apiKeys, *clusterSecretFile})
+	if err != nil {
 		return err
 	}
 	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
 	if err != nil {
 		return err
+	}
+	for _, w := range warnings {
+		log.Warn(w)
 	}
 	slog.SetDefault(log)
 	cfg.Logger = log
