@@ -3,8 +3,10 @@ package envflag
 import (
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -22,7 +24,7 @@ var Known = []string{
 	"max-inflight-commands", "device-retention", "tls-cert", "tls-key", "client-ca", "peer-ca",
 	"token-secret-file", "api-keys-file", "api-keys", "cluster-secret-file", "insecure",
 	"hello-rate", "hello-burst", "hello-rate-loopback", "flap-limit", "flap-cooldown",
-	"proxy-protocol", "proxy-protocol-from",
+	"proxy-protocol-from",
 	"log-format", "log-level", "version",
 	// tether-agent
 	"server", "config", "device-id", "legacy-no-pong", "ca", "tls", "server-name", "token-file",
@@ -152,4 +154,42 @@ func Source(fs *flag.FlagSet, n string) string {
 		return w.env
 	}
 	return "--" + n + " " + f.Value.String()
+}
+
+// HostPort checks that each named string flag of fs is empty or a
+// host:port listen address with a numeric port (the host may be empty:
+// ":7070" listens on every interface):
+// `--metrics 127.0.0.1: missing port (e.g. 127.0.0.1:7075)`.
+func HostPort(fs *flag.FlagSet, names ...string) error {
+	for _, n := range names {
+		f := fs.Lookup(n)
+		if f == nil {
+			return fmt.Errorf("envflag.HostPort: no flag %q", n)
+		}
+		v := f.Value.String()
+		if v == "" {
+			continue
+		}
+		if err := checkHostPort(v); err != nil {
+			return fmt.Errorf("%s: %s", Source(fs, n), err)
+		}
+	}
+	return nil
+}
+
+func checkHostPort(v string) error {
+	if strings.Contains(v, "://") {
+		return fmt.Errorf("want host:port, not a URL (e.g. 127.0.0.1:7070)")
+	}
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		if !strings.Contains(v, ":") {
+			return fmt.Errorf("missing port (e.g. %s:7070)", v)
+		}
+		return fmt.Errorf("want host:port (an IPv6 address goes in brackets: [::1]:7070)")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
 }

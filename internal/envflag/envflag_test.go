@@ -218,3 +218,27 @@ func TestPositiveRefusesZeroAndNegativeDurations(t *testing.T) {
 		}
 	}
 }
+
+func TestHostPort(t *testing.T) {
+	for _, tc := range []struct{ v, want string }{
+		{"127.0.0.1:7070", ""},
+		{":7070", ""},
+		{"[::1]:0", ""},
+		{"127.0.0.1", `--server 127.0.0.1: missing port (e.g. 127.0.0.1:7070)`},
+		{"http://127.0.0.1:7070", `--server http://127.0.0.1:7070: want host:port, not a URL (e.g. 127.0.0.1:7070)`},
+		{"a:b", `--server a:b: port "b" is not a number from 0 to 65535`},
+	} {
+		f := newFlags()
+		if err := parse(f.fs, "TETHER", []string{"--server", tc.v}, env(nil)); err != nil {
+			t.Fatal(err)
+		}
+		err := HostPort(f.fs, "server")
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if got != tc.want {
+			t.Errorf("%q: got %q, want %q", tc.v, got, tc.want)
+		}
+	}
+}
