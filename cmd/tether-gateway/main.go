@@ -45,7 +45,7 @@ func run(args []string) error {
 	listen := fs.String("listen", "127.0.0.1:8080", "HTTP listen address")
 	servers := fs.String("server", "127.0.0.1:7070", "tether-server gRPC address; several, comma-separated, are load-balanced with health checks")
 	corsOrigins := fs.String("cors-origins", "", `comma-separated browser origins allowed cross-origin (https://console.example.com), or "*"; empty = no CORS`)
-	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:9091); empty = off")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:7076); empty = off")
 	maxBody := fs.Int64("max-body", gateway.DefaultMaxBodyBytes, "maximum request body size in bytes")
 	serverCA := fs.String("server-ca", "", "PEM CA bundle to verify tether-server's TLS certificate; empty = plaintext gRPC (dev mode)")
 	serverName := fs.String("server-name", "", "name to verify in tether-server's certificate (default: the host of --server)")
@@ -68,6 +68,15 @@ func run(args []string) error {
 	if *showVersion {
 		fmt.Println("tether-gateway", version.String())
 		return nil
+	}
+	if err := envflag.CheckEnv(fs, "TETHER"); err != nil {
+		return err
+	}
+	if err := envflag.HostPort(fs, "listen", "metrics"); err != nil {
+		return err
+	}
+	if *maxBody <= 0 {
+		return fmt.Errorf("%s: must be a positive number of bytes", envflag.Source(fs, "max-body"))
 	}
 	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
 	if err != nil {
@@ -111,7 +120,10 @@ func run(args []string) error {
 		return err
 	}
 	defer gw.Close()
-	log.Info("tether-gateway starting", "listen", *listen, "servers", *servers, "metrics", *metricsAddr, "version", version.String())
+	// The effective configuration, once.
+	log.Info("tether-gateway starting", "listen", *listen, "servers", splitList(*servers), "metrics", *metricsAddr, "version", version.String(),
+		"cors_origins", splitList(*corsOrigins), "max_body", *maxBody, "server_ca", *serverCA, "server_name", *serverName,
+		"log_format", *logFormat, "log_level", *logLevel)
 	return gw.Run(ctx, *listen)
 }
 
