@@ -87,7 +87,11 @@ func (g *Gateway) handleRoutingError(_ context.Context, _ *runtime.ServeMux, _ r
 
 // jsonMarshaler is the only runtime.Marshaler of the gateway, for every
 // Content-Type and Accept value: protojson with lowerCamelCase field names,
-// enums as their names, default values omitted, unknown fields rejected. It
+// enums as their names, unknown fields rejected, and default values
+// emitted (EmitDefaultValues), so that a frontend can rely on the shape:
+// booleans and counts are always present ("online": false, "exitCode": 0),
+// lists are always arrays ("devices": []) and maps objects; a message field
+// that is not set (an offline device's "session") is left out, never null. It
 // labels streams application/x-ndjson (one JSON object per line) and renders
 // a stream's error line with the same error body as a unary error.
 type jsonMarshaler struct {
@@ -96,7 +100,7 @@ type jsonMarshaler struct {
 
 func newJSONMarshaler() *jsonMarshaler {
 	return &jsonMarshaler{JSONPb: &runtime.JSONPb{
-		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: false, EmitUnpopulated: false},
+		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: false, EmitDefaultValues: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 	}}
 }
