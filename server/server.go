@@ -219,6 +219,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
+	gm.Initialize(s.grpc)
+	metrics.NewBuildInfo(cfg.Registry)
 	return s, nil
 }
 
