@@ -8,4 +8,6 @@
 // It does not speak version 1 (the text form) and never trusts a header
 // from a source outside the configured networks: there, the connection is
 // passed through untouched and its TCP peer address is the remote address.
+// A trusted source may also connect without a header (the in-process
+// gateway, a replica forwarding a command).
 package proxyproto

@@ -2,6 +2,7 @@ package proxyproto
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"log/slog"
 	"net"
@@ -41,11 +42,16 @@ func ParsePrefixes(s string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// Listener wraps a TCP listener: connections from a Trusted source must
-// start with a PROXY protocol v2 header, and their RemoteAddr is the client
-// the header names; connections from anywhere else are returned untouched.
-// The header is read lazily, by the first Read or RemoteAddr of the
-// connection, so that Accept never waits on a client.
+// Listener wraps a TCP listener: a connection from a Trusted source that
+// starts with a PROXY protocol v2 header has the client the header names as
+// its RemoteAddr; one from a trusted source without a header keeps its TCP
+// peer address (the in-process gateway and other replicas dial the
+// listener directly, and may share the balancers' network); a malformed or
+// version 1 header closes the connection. Connections from anywhere else
+// are returned untouched: their bytes are never read as a header, so a
+// client cannot forge its address. The header is read lazily, by the
+// first Read or RemoteAddr of the connection, so that Accept never waits
+// on a client.
 type Listener struct {
 	net.Listener
 	// Trusted are the networks the balancers connect from.
@@ -133,7 +139,11 @@ func (c *conn) readHeader() {
 			d = user
 		}
 		_ = c.Conn.SetReadDeadline(d)
-		h, err := Read(c.r)
+		var h Header
+		var err error
+		if c.hasSignature() {
+			h, err = Read(c.r)
+		}
 		c.mu.Lock()
 		_ = c.Conn.SetReadDeadline(c.deadline)
 		c.mu.Unlock()
@@ -147,6 +157,18 @@ func (c *conn) readHeader() {
 			c.remote = tcpAddr(h.Source)
 		}
 	})
+}
+
+// hasSignature peeks at the first bytes: true when they are (or, cut short
+// by the timeout or the end of the stream, begin) a version 2 signature or a
+// version 1 "PROXY " line, which Read then parses or refuses.
+func (c *conn) hasSignature() bool {
+	b, _ := c.r.Peek(len(Signature))
+	if len(b) == 0 {
+		return false
+	}
+	return bytes.HasPrefix(Signature, b) || bytes.HasPrefix(b, []byte("PROXY ")) ||
+		bytes.HasPrefix([]byte("PROXY "), b)
 }
 
 // Read reads after the header.

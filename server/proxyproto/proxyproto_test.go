@@ -124,10 +124,22 @@ func TestListener(t *testing.T) {
 			t.Fatalf("remote %s, got %q, err %v", remote, got, err)
 		}
 	})
-	t.Run("trusted source without a header is refused", func(t *testing.T) {
-		_, _, err := serve(t, "127.0.0.0/8", []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
-		if !errors.Is(err, ErrNoHeader) {
-			t.Fatalf("err = %v, want ErrNoHeader", err)
+	t.Run("trusted source without a header keeps its address", func(t *testing.T) {
+		remote, got, err := serve(t, "127.0.0.0/8", []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
+		if err != nil || remote[:10] != "127.0.0.1:" || got != "PRI *" {
+			t.Fatalf("remote %s, got %q, err %v", remote, got, err)
+		}
+	})
+	t.Run("trusted source with a version 1 header is refused", func(t *testing.T) {
+		_, _, err := serve(t, "127.0.0.0/8", []byte("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"))
+		if !errors.Is(err, ErrV1) {
+			t.Fatalf("err = %v, want ErrV1", err)
+		}
+	})
+	t.Run("trusted source with a truncated header is refused", func(t *testing.T) {
+		_, _, err := serve(t, "127.0.0.0/8", h[:20])
+		if err == nil {
+			t.Fatal("a truncated header was accepted")
 		}
 	})
 	t.Run("untrusted source: a header is not believed", func(t *testing.T) {
