@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -29,7 +31,20 @@ func marshalStatus(st *spb.Status) []byte {
 		st = &spb.Status{Code: st.GetCode(), Message: st.GetMessage()}
 		b, _ = errorJSON.Marshal(st) // cannot fail without details
 	}
-	return b
+	return compact(b)
+}
+
+// compact removes the insignificant whitespace protojson inserts. protojson
+// makes its output deliberately unstable (a space or not after ',' and ':',
+// chosen per binary), so without this the embedded gateway and
+// tether-gateway would format the same answer differently.
+func compact(b []byte) []byte {
+	var buf bytes.Buffer
+	buf.Grow(len(b))
+	if err := json.Compact(&buf, b); err != nil {
+		return b
+	}
+	return buf.Bytes()
 }
 
 // writeStatus writes st as the JSON error body with the given HTTP status.
@@ -117,5 +132,9 @@ func (m *jsonMarshaler) Marshal(v any) ([]byte, error) {
 			return append(b, '}'), nil
 		}
 	}
-	return m.JSONPb.Marshal(v)
+	b, err := m.JSONPb.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return compact(b), nil
 }
