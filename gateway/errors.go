@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	_ "google.golang.org/genproto/googleapis/rpc/errdetails" // lets error details of these types be rendered as JSON
@@ -76,12 +77,46 @@ func handleError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w 
 		httpStatus, err = hse.HTTPStatus, hse.Err
 	}
 	st := status.Convert(err)
+	if st.Code() == codes.InvalidArgument || httpStatus == http.StatusBadRequest {
+		if short := shortMessage(st.Message()); short != st.Message() {
+			st = status.New(st.Code(), short)
+		}
+	}
 	if httpStatus == 0 {
 		httpStatus = runtime.HTTPStatusFromCode(st.Code())
 	} else if st.Code() == codes.Unknown && httpStatus == http.StatusBadRequest {
 		st = status.New(codes.InvalidArgument, st.Message())
 	}
 	writeStatus(w, httpStatus, st)
+}
+
+var (
+	parsingField = regexp.MustCompile(`^parsing field "([^"]+)": (.*)$`)
+	strconvError = regexp.MustCompile(`^strconv\.Parse(Int|Uint|Float|Bool): parsing "(.*)": (invalid syntax|value out of range)$`)
+	protoPos     = regexp.MustCompile(`^proto: \(line (\d+):(\d+)\): `)
+)
+
+// shortMessage rewrites the messages grpc-gateway and protojson produce for
+// a bad query parameter or body into the short form of the server's own
+// ("page_size: \"many\" is not a number"), without Go package prefixes.
+func shortMessage(msg string) string {
+	if m := parsingField.FindStringSubmatch(msg); m != nil {
+		field, rest := m[1], m[2]
+		if c := strconvError.FindStringSubmatch(rest); c != nil {
+			switch {
+			case c[3] == "value out of range":
+				return fmt.Sprintf("%s: %q is out of range", field, c[2])
+			case c[1] == "Bool":
+				return fmt.Sprintf("%s: %q is not true or false", field, c[2])
+			}
+			return fmt.Sprintf("%s: %q is not a number", field, c[2])
+		}
+		return field + ": " + rest
+	}
+	if m := protoPos.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("request body, line %s column %s: %s", m[1], m[2], msg[len(m[0]):])
+	}
+	return msg
 }
 
 // handleRoutingError is the runtime.RoutingErrorHandlerFunc: no route (404), a

@@ -61,3 +61,23 @@ func TestDefaultValuesAreAlwaysPresent(t *testing.T) {
 		t.Errorf("a null in %s", body)
 	}
 }
+
+func TestGatewayErrorsAreShort(t *testing.T) {
+	b := startBackend(t, "node-a")
+	g := startGateway(t, gateway.Config{}, b)
+	for _, tc := range []struct{ method, url, body, want string }{
+		{"GET", "/v1/devices?pageSize=many", "", `page_size: "many" is not a number`},
+		{"GET", "/v1/devices?pageSize=99999999999", "", `page_size: "99999999999" is out of range`},
+		{"POST", "/v1/devices/d1:command", `{"name": 7}`, "request body, line 1 column 10: invalid value for string field name: 7"},
+	} {
+		ct := ""
+		if tc.body != "" {
+			ct = jsonType
+		}
+		resp, body := do(t, tc.method, g.url+tc.url, ct, tc.body)
+		e := decodeError(t, body)
+		if resp.StatusCode != 400 || *e.Message != tc.want {
+			t.Errorf("%s %s: %d %s, want message %q", tc.method, tc.url, resp.StatusCode, body, tc.want)
+		}
+	}
+}
