@@ -30,6 +30,7 @@ import (
 	"github.com/tetherhq/tether/gateway"
 	"github.com/tetherhq/tether/internal/envflag"
 	"github.com/tetherhq/tether/internal/logging"
+	"github.com/tetherhq/tether/internal/target"
 	"github.com/tetherhq/tether/internal/version"
 )
 
@@ -74,6 +75,9 @@ func run(args []string) error {
 	}
 	if err := envflag.HostPort(fs, "listen", "metrics"); err != nil {
 		return err
+	}
+	if _, err := target.Parse(*servers); err != nil {
+		return fmt.Errorf("--server: %w", err)
 	}
 	if *maxBody <= 0 {
 		return fmt.Errorf("%s: must be a positive number of bytes", envflag.Source(fs, "max-body"))
