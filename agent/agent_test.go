@@ -456,7 +456,7 @@ func TestWatchdogAndStatusComeFromTheLoop(t *testing.T) {
 			}
 		}
 		joined := strings.Join(n.statuses, "\n")
-		for _, want := range []string{"connecting to passthrough:///bufnet", "connected to passthrough:///bufnet (node fake, lease 42)", "disconnected from", "DISCONNECT_REASON_DRAINING", "stopping"} {
+		for _, want := range []string{"connecting to passthrough:///bufnet", "connected to passthrough:///bufnet (node fake, lease 42)", "disconnected from", "(draining)", "stopping"} {
 			if !strings.Contains(joined, want) {
 				t.Errorf("statuses lack %q:\n%s", want, joined)
 			}

@@ -78,13 +78,14 @@ var adminChecks = []adminCheck{
 	{"DeviceService/DisconnectDevice", 0, []string{`"leaseId"`, `"node"`}},
 	{"/v1/devices/demo-1:disconnect", 0, []string{`"leaseId"`, `"node"`}},
 	{"Health/Check", 0, []string{`"status": "SERVING"`}},
-	{"9090/healthz", 0, []string{"ok"}},
-	{"9090/readyz", 0, []string{"ready"}},
+	{"7075/healthz", 0, []string{"ok"}},
+	{"7075/readyz", 0, []string{"ready"}},
 	{"8080/healthz", 0, []string{`{"status":"ok"}`}},
 	{"8080/readyz", 0, []string{`{"status":"ok"}`}},
 	{"^tether_(sessions|", 0, []string{`tether_sessions{mode="app_pong"} 1`, "tether_connects_total "}},
 	{"^tether_(commands_total|", 0, []string{`tether_commands_total{outcome="OK"} 2`, "tether_command_duration_seconds_count 2"}},
-	{"^tether_grpc_server_handled_total", 0, []string{`tether_grpc_server_handled_total{code="OK",method="/tether.v1.DeviceService/SendCommand"} 2`}},
+	{"^grpc_server_handled_total", 0, []string{`grpc_server_handled_total{grpc_code="OK",grpc_method="SendCommand",grpc_service="tether.v1.DeviceService",grpc_type="unary"} 2`}},
+	{"^tether_build_info", 0, []string{`tether_build_info{goversion="go`, ` 1`}},
 	{"label_selector", 0, []string{"demo-1", "env"}},
 	{"DeviceService/ListDevices", 0, []string{`"deviceId": "demo-1"`, `"online": true`}},
 	{"DeviceService/GetDevice", 0, []string{`"deviceId": "demo-1"`, "LIVENESS_MODE_APP_PONG"}},
@@ -120,17 +121,17 @@ func TestAdminDocCommandsWorkAsWritten(t *testing.T) {
 			t.Fatalf("no output check for %s (add one to adminChecks)", c)
 		}
 	}
-	for _, addr := range []string{"127.0.0.1:7070", "127.0.0.1:8080", "127.0.0.1:9090"} {
+	for _, addr := range []string{"127.0.0.1:7070", "127.0.0.1:8080", "127.0.0.1:7075"} {
 		if c, err := netDial(addr); err == nil {
 			c.Close()
 			t.Fatalf("%s is already in use; the docs/ADMIN.md examples need it free", addr)
 		}
 	}
 	grpcurl := grpcurlPath(t)
-	srv := start(t, "tether-server", "--listen", "127.0.0.1:7070", "--http", "127.0.0.1:8080", "--metrics", "127.0.0.1:9090")
+	srv := start(t, "tether-server", "--listen", "127.0.0.1:7070", "--http", "127.0.0.1:8080", "--metrics", "127.0.0.1:7075")
 	waitListening(t, "127.0.0.1:7070")
 	waitListening(t, "127.0.0.1:8080")
-	waitListening(t, "127.0.0.1:9090")
+	waitListening(t, "127.0.0.1:7075")
 	demo, err := os.ReadFile("../scripts/demo-agent.yaml")
 	if err != nil {
 		t.Fatal(err)

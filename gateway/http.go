@@ -79,7 +79,7 @@ func (g *Gateway) newAPIMux(ctx context.Context) (*runtime.ServeMux, error) {
 		runtime.WithOutgoingTrailerMatcher(dropHeader),
 		runtime.WithDisableHTTPMethodOverride(),
 		runtime.WithDisablePathLengthFallback(),
-		runtime.WithMiddlewares(g.checkMethod, g.markRoute, g.checkBody, g.prepareStream),
+		runtime.WithMiddlewares(g.checkMethod, g.markRoute, g.shortEnums, g.checkBody, g.prepareStream),
 	)
 	if err := tetherv1.RegisterDeviceServiceHandler(ctx, mux, g.conn); err != nil {
 		return nil, fmt.Errorf("gateway: register DeviceService: %w", err)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ import (
 	"github.com/tetherhq/tether/server/adminapi"
 	"github.com/tetherhq/tether/server/deviceapi"
 	"github.com/tetherhq/tether/server/metrics"
+	"github.com/tetherhq/tether/server/proxyproto"
 	"github.com/tetherhq/tether/server/registry"
 	"github.com/tetherhq/tether/server/session"
 )
@@ -65,6 +67,11 @@ type Config struct {
 	DeviceRetention time.Duration
 	// Logger is the server's logger.
 	Logger *slog.Logger
+	// ProxyProtocolFrom, if set, are the networks of the L4 balancers in
+	// front of the gRPC listener: connections from them must start with a
+	// PROXY protocol v2 header naming the client (server/proxyproto).
+	// Empty = off; connections are never read for a header.
+	ProxyProtocolFrom []netip.Prefix
 
 	// Store, if set, is used instead of one built from RedisURL (tests).
 	Store registry.Store
@@ -147,6 +154,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 		}
 	}
+	if len(cfg.ProxyProtocolFrom) > 0 {
+		lis = &proxyproto.Listener{Listener: lis, Trusted: cfg.ProxyProtocolFrom, Logger: cfg.Logger}
+	}
 	s.lis = lis
 	if s.cfg.Advertise == "" {
 		s.cfg.Advertise = lis.Addr().String()
@@ -217,6 +227,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	access.RegisterReflection(s.grpc)
+	gm.Initialize(s.grpc)
+	metrics.NewBuildInfo(cfg.Registry)
 	return s, nil
 }
 

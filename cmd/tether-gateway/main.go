@@ -30,6 +30,7 @@ import (
 	"github.com/tetherhq/tether/gateway"
 	"github.com/tetherhq/tether/internal/envflag"
 	"github.com/tetherhq/tether/internal/logging"
+	"github.com/tetherhq/tether/internal/target"
 	"github.com/tetherhq/tether/internal/version"
 	"github.com/tetherhq/tether/server/access"
 )
@@ -46,7 +47,7 @@ func run(args []string) error {
 	listen := fs.String("listen", "127.0.0.1:8080", "HTTP listen address")
 	servers := fs.String("server", "127.0.0.1:7070", "tether-server gRPC address; several, comma-separated, are load-balanced with health checks")
 	corsOrigins := fs.String("cors-origins", "", `comma-separated browser origins allowed cross-origin (https://console.example.com), or "*"; empty = no CORS`)
-	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:9091); empty = off")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:7076); empty = off")
 	maxBody := fs.Int64("max-body", gateway.DefaultMaxBodyBytes, "maximum request body size in bytes")
 	serverCA := fs.String("server-ca", "", "PEM CA bundle to verify tether-server's TLS certificate; empty = plaintext gRPC (dev mode)")
 	serverName := fs.String("server-name", "", "name to verify in tether-server's certificate (default: the host of --server)")
@@ -72,6 +73,18 @@ func run(args []string) error {
 	if *showVersion {
 		fmt.Println("tether-gateway", version.String())
 		return nil
+	}
+	if err := envflag.CheckEnv(fs, "TETHER"); err != nil {
+		return err
+	}
+	if err := envflag.HostPort(fs, "listen", "metrics"); err != nil {
+		return err
+	}
+	if _, err := target.Parse(*servers); err != nil {
+		return fmt.Errorf("--server: %w", err)
+	}
+	if *maxBody <= 0 {
+		return fmt.Errorf("%s: must be a positive number of bytes", envflag.Source(fs, "max-body"))
 	}
 	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
 	if err != nil {
@@ -150,7 +163,10 @@ func run(args []string) error {
 		return err
 	}
 	defer gw.Close()
-	log.Info("tether-gateway starting", "listen", *listen, "tls", useTLS, "servers", *servers, "metrics", *metricsAddr, "version", version.String())
+	// The effective configuration, once.
+	log.Info("tether-gateway starting", "listen", *listen, "tls", useTLS, "servers", splitList(*servers), "metrics", *metricsAddr, "version", version.String(),
+		"cors_origins", splitList(*corsOrigins), "max_body", *maxBody, "server_ca", *serverCA, "server_name", *serverName,
+		"log_format", *logFormat, "log_level", *logLevel)
 	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", *listen, err)

@@ -23,6 +23,7 @@ import (
 	"github.com/tetherhq/tether/internal/logging"
 	"github.com/tetherhq/tether/internal/version"
 	"github.com/tetherhq/tether/server"
+	"github.com/tetherhq/tether/server/proxyproto"
 )
 
 func main() {
@@ -39,13 +40,15 @@ func run(args []string) error {
 			return tokenCommand(args[1:], os.Stdout, os.Stderr)
 		case "apikey":
 			return apikeyCommand(args[1:], os.Stdin, os.Stdout)
+		case "tls":
+			return tlsCommand(args[1:], os.Stdout, os.Stderr)
 		}
 	}
 	fs := flag.NewFlagSet("tether-server", flag.ContinueOnError)
 	var cfg server.Config
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "gRPC listen address (agents, DeviceService, health, reflection)")
 	fs.StringVar(&cfg.HTTP, "http", "", "serve the JSON gateway in-process on this address (e.g. 127.0.0.1:8080)")
-	fs.StringVar(&cfg.Metrics, "metrics", "", "serve /metrics, /healthz and /readyz on this address (off loopback: HTTPS with TLS on, else only with --insecure)")
+	fs.StringVar(&cfg.Metrics, "metrics", "", "serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:7075; off loopback: HTTPS with TLS on, else only with --insecure); empty = off")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "also serve /debug/pprof/ on the --metrics listener (heap, goroutine stacks: keep it loopback)")
 	fs.StringVar(&cfg.Advertise, "advertise", "", "address peers use to reach this replica (default: the listen address)")
 	fs.StringVar(&cfg.RedisURL, "redis", "", "Redis URL for the registry (redis://host:6379/0); empty = embedded in-memory store")
@@ -80,6 +83,7 @@ func run(args []string) error {
 	fs.BoolVar(&cfg.Security.RateLimitLoopback, "hello-rate-loopback", false, "apply --hello-rate to loopback sources too (exempt by default: a local proxy puts every client in one bucket)")
 	fs.IntVar(&cfg.Session.FlapLimit, "flap-limit", 10, "takeovers of one device id per minute tolerated before it is put in a cooldown")
 	fs.DurationVar(&cfg.Session.FlapCooldown, "flap-cooldown", time.Minute, "how long a flapping device id's Hellos are refused (Close FLAPPING with retry_after)")
+	proxyFrom := fs.String("proxy-protocol-from", "", "comma-separated networks (CIDR) of L4 load balancers whose connections to --listen start with a PROXY protocol v2 header naming the client; empty = off (docs/ADMIN.md)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -87,13 +91,15 @@ func run(args []string) error {
 		fmt.Fprintf(fs.Output(), "Usage: tether-server [flags]\n"+
 			"       tether-server token issue <device-id> [--ttl 8760h] --token-secret-file F\n"+
 			"       tether-server token revoke <token|token-id> [--until RFC3339] --redis URL\n"+
-			"       tether-server apikey hash --role viewer|operator|admin --name NAME   (reads the key on stdin)\n\n"+
+			"       tether-server apikey hash --role viewer|operator|admin --name NAME   (reads the key on stdin)\n"+
+			"       tether-server tls ca | tls server --dns NAME --ip IP | tls device <device-id>   (certificates; see docs/SECURITY.md)\n\n"+
 			"Every flag can also be set with an environment variable TETHER_<FLAG> (e.g. TETHER_LISTEN, TETHER_REDIS,\n"+
 			"TETHER_TLS_CERT, TETHER_API_KEYS). Without --tls-cert the server listens on loopback only unless --insecure.\n"+
 			"See docs/SECURITY.md.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := envflag.Parse(fs, "TETHER", args); err != nil {
+	err := envflag.Parse(fs, "TETHER", args)
+	if err != nil {
 		if err == flag.ErrHelp {
 			return nil
 		}
@@ -105,6 +111,12 @@ func run(args []string) error {
 	if *showVersion {
 		fmt.Println("tether-server", version.String())
 		return nil
+	}
+	if err := validate(fs); err != nil {
+		return err
+	}
+	if cfg.ProxyProtocolFrom, err = proxyproto.ParsePrefixes(*proxyFrom); err != nil {
+		return fmt.Errorf("%s: %w", envflag.Source(fs, "proxy-protocol-from"), err)
 	}
 	for _, n := range strings.Split(*peerNodes, ",") {
 		if n = strings.TrimSpace(n); n != "" {
@@ -131,6 +143,8 @@ func run(args []string) error {
 		return gateway.NewHandler(ctx, conn, gateway.Config{Logger: log, Metrics: gateway.NewMetrics(cfg.Registry)})
 	}
 
+	logEffective(log, fs)
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	srv, err := server.New(ctx, cfg)
@@ -138,4 +152,53 @@ func run(args []string) error {
 		return err
 	}
 	return srv.Run(ctx)
+}
+
+// validate refuses, with one line each, the flag values that would
+// otherwise fail later or be silently replaced by a default: unknown
+// TETHER_* variables, bad addresses, zero or negative durations, bad log
+// settings.
+func validate(fs *flag.FlagSet) error {
+	if err := envflag.CheckEnv(fs, "TETHER"); err != nil {
+		return err
+	}
+	if err := envflag.HostPort(fs, "listen", "http", "metrics", "advertise"); err != nil {
+		return err
+	}
+	if err := envflag.Positive(fs, "ping-interval", "ping-timeout", "hello-timeout", "lease-ttl",
+		"mirror-interval", "drain-timeout", "device-retention", "flap-cooldown"); err != nil {
+		return err
+	}
+	for _, n := range []string{"command-output-cap", "max-inflight-commands", "flap-limit"} {
+		if v := fs.Lookup(n).Value.(flag.Getter).Get().(int); v <= 0 {
+			return fmt.Errorf("%s: must be a positive number", envflag.Source(fs, n))
+		}
+	}
+	if v := fs.Lookup("hello-burst").Value.(flag.Getter).Get().(int); v < 1 {
+		return fmt.Errorf("%s: must be at least 1", envflag.Source(fs, "hello-burst"))
+	}
+	return logging.Check(fs.Lookup("log-format").Value.String(), fs.Lookup("log-level").Value.String())
+}
+
+// logEffective logs the configuration the replica runs with, once, after
+// flags, environment and defaults were combined. Secrets are never logged:
+// for secret flags only whether they are set.
+func logEffective(log *slog.Logger, fs *flag.FlagSet) {
+	var attrs []any
+	fs.VisitAll(func(f *flag.Flag) {
+		key := strings.ReplaceAll(f.Name, "-", "_")
+		switch f.Name {
+		case "version", "help", "h":
+			return
+		case "api-keys":
+			attrs = append(attrs, slog.Bool(key, f.Value.String() != ""))
+			return
+		}
+		if g, ok := f.Value.(flag.Getter); ok {
+			attrs = append(attrs, slog.Any(key, g.Get()))
+			return
+		}
+		attrs = append(attrs, slog.String(key, f.Value.String()))
+	})
+	log.Info("effective configuration", attrs...)
 }

@@ -69,7 +69,7 @@ func (s *Service) owner(ctx context.Context, r registry.Record) (tetherv1.PeerSe
 		return nil, status.Errorf(codes.Unavailable, "device %s was held by node %s, which stopped renewing its registry lease (crashed?); the device is offline until it reconnects", r.DeviceID, node)
 	}
 	if err != nil {
-		return nil, storeErr("resolve node "+node, err)
+		return nil, storeErr("node "+node, err)
 	}
 	return s.cfg.Peers.client(addr)
 }

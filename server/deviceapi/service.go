@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -81,7 +80,9 @@ func New(cfg Config, store registry.Store, hub *session.Hub, m *metrics.Metrics)
 func storeErr(op string, err error) error {
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
-		return status.Errorf(codes.NotFound, "%s: %v", op, err)
+		// The store's wrapping ("get d9: registry: device not found") is
+		// internal; callers get the short form.
+		return status.Errorf(codes.NotFound, "%s not found", op)
 	case errors.Is(err, registry.ErrEventsExpired):
 		return status.Errorf(codes.OutOfRange, "%s: %v; reopen the watch with include_snapshot=true", op, err)
 	case errors.Is(err, context.DeadlineExceeded):
@@ -115,27 +116,9 @@ func (s *Service) GetDevice(ctx context.Context, req *tetherv1.GetDeviceRequest)
 	}
 	r, err := s.store.Get(ctx, req.GetDeviceId())
 	if err != nil {
-		return nil, storeErr("get device "+req.GetDeviceId(), err)
+		return nil, storeErr("device "+req.GetDeviceId(), err)
 	}
 	return &tetherv1.GetDeviceResponse{Device: deviceProto(r, s.local(r))}, nil
-}
-
-// ParseLabelSelector parses "k=v,k2=v2".
-func ParseLabelSelector(sel string) (map[string]string, error) {
-	sel = strings.TrimSpace(sel)
-	if sel == "" {
-		return nil, nil
-	}
-	out := map[string]string{}
-	for _, part := range strings.Split(sel, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-		k = strings.TrimSpace(k)
-		if !ok || k == "" {
-			return nil, fmt.Errorf("label_selector: %q is not key=value", part)
-		}
-		out[k] = strings.TrimSpace(v)
-	}
-	return out, nil
 }
 
 // Page tokens are the last device id of the previous page, base64url
@@ -177,7 +160,7 @@ func (s *Service) ListDevices(ctx context.Context, req *tetherv1.ListDevicesRequ
 	if err != nil {
 		return nil, err
 	}
-	labels, err := ParseLabelSelector(req.GetLabelSelector())
+	selector, err := registry.ParseSelector(req.GetLabelSelector())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -191,7 +174,7 @@ func (s *Service) ListDevices(ctx context.Context, req *tetherv1.ListDevicesRequ
 	default:
 		return nil, status.Errorf(codes.InvalidArgument, "presence: unknown value %d", req.GetPresence())
 	}
-	page, err := s.store.List(ctx, registry.ListQuery{After: after, Limit: size, Presence: presence, Labels: labels})
+	page, err := s.store.List(ctx, registry.ListQuery{After: after, Limit: size, Presence: presence, Selector: selector})
 	if err != nil {
 		return nil, storeErr("list devices", err)
 	}
@@ -275,7 +258,7 @@ func (s *Service) sendCommand(ctx context.Context, req *tetherv1.SendCommandRequ
 	}
 	r, err := s.store.Get(ctx, req.GetDeviceId())
 	if err != nil {
-		return nil, storeErr("send command to "+req.GetDeviceId(), err)
+		return nil, storeErr("device "+req.GetDeviceId(), err)
 	}
 	if r.Session == nil {
 		return nil, offlineErr(r)
@@ -341,7 +324,7 @@ func (s *Service) DisconnectDevice(ctx context.Context, req *tetherv1.Disconnect
 	}
 	r, err := s.store.Get(ctx, req.GetDeviceId())
 	if err != nil {
-		return nil, storeErr("disconnect "+req.GetDeviceId(), err)
+		return nil, storeErr("device "+req.GetDeviceId(), err)
 	}
 	if r.Session == nil {
 		return nil, offlineErr(r)

@@ -4,7 +4,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/internal/logging"
 )
 
 // Metrics holds the server's collectors. The zero value is not usable; build
@@ -107,35 +109,13 @@ func New(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// ModeLabel is the label value for a liveness mode.
-func ModeLabel(mode tetherv1.LivenessMode) string {
-	switch mode {
-	case tetherv1.LivenessMode_LIVENESS_MODE_APP_PONG:
-		return "app_pong"
-	case tetherv1.LivenessMode_LIVENESS_MODE_TRANSPORT_ONLY:
-		return "transport_only"
-	}
-	return "unspecified"
-}
+// ModeLabel is the label value for a liveness mode (logging.Mode: the
+// same word as in the logs).
+func ModeLabel(mode tetherv1.LivenessMode) string { return logging.Mode(mode) }
 
-// ReasonLabel is the label value for a disconnect reason.
-func ReasonLabel(r tetherv1.DisconnectReason) string {
-	name, ok := tetherv1.DisconnectReason_name[int32(r)]
-	if !ok {
-		return "unknown"
-	}
-	const prefix = "DISCONNECT_REASON_"
-	if len(name) > len(prefix) {
-		name = name[len(prefix):]
-	}
-	out := []byte(name)
-	for i, c := range out {
-		if c >= 'A' && c <= 'Z' {
-			out[i] = c + ('a' - 'A')
-		}
-	}
-	return string(out)
-}
+// ReasonLabel is the label value for a disconnect reason (logging.Reason:
+// the same word as in the logs).
+func ReasonLabel(r tetherv1.DisconnectReason) string { return logging.Reason(r) }
 
 // SessionStarted records an accepted session.
 func (m *Metrics) SessionStarted(mode tetherv1.LivenessMode) {
