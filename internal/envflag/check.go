@@ -24,7 +24,8 @@ var Known = []string{
 	"max-inflight-commands", "device-retention", "tls-cert", "tls-key", "client-ca", "peer-ca",
 	"token-secret-file", "api-keys-file", "api-keys", "cluster-secret-file", "insecure",
 	"hello-rate", "hello-burst", "hello-rate-loopback", "flap-limit", "flap-cooldown",
-	"proxy-protocol-from",
+	"proxy-protocol-from", "store-timeout", "reconcile-interval", "max-pending-hellos", "shed-sched-latency",
+	"shed-retry-after", "cert-cn-device", "peer-nodes", "pprof",
 	"log-format", "log-level", "version",
 	// tether-agent
 	"server", "config", "device-id", "legacy-no-pong", "ca", "tls", "server-name", "token-file",
