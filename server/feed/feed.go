@@ -400,3 +400,19 @@ func parseID(id string) (uint64, uint64, bool) {
 	b, err := strconv.ParseUint(y, 10, 64)
 	return a, b, err == nil
 }
+
+// Position returns the id of the newest event the feed has read ("" = the
+// store had none), waiting until the feed knows it.
+func (f *Feed) Position(ctx context.Context) (string, error) {
+	select {
+	case <-f.ready:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return "", ErrClosed
+	}
+	return f.last, nil
+}
