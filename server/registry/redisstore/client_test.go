@@ -22,7 +22,7 @@ func TestURLsMapToTheRightKindOfClient(t *testing.T) {
 		{"redis://s1:26379?addr=s2:26379&master_name=main", "sentinel", nil, false},
 	}
 	for _, tc := range cases {
-		c, err := newClient(tc.url)
+		c, err := newClient(tc.url, 0)
 		if err != nil {
 			t.Errorf("%s: %v", tc.url, err)
 			continue
@@ -61,7 +61,7 @@ func TestBadURLsAreRefusedWithoutLeakingThePassword(t *testing.T) {
 		"redis://:hunter2@h:6379?addr=h2:6379&no_such_option=1",
 		"redis://:hunter2@h:bad port",
 	} {
-		_, err := newClient(u)
+		_, err := newClient(u, 0)
 		if err == nil {
 			t.Errorf("%s: accepted", u)
 			continue
