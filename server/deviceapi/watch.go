@@ -3,6 +3,7 @@ package deviceapi
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -90,8 +91,9 @@ func (s *Service) acquireWatch(ctx context.Context) (release func(), err error) 
 func BearerKey(ctx context.Context) string {
 	md, _ := metadata.FromIncomingContext(ctx)
 	for _, v := range md.Get("authorization") {
-		if len(v) > 7 && (v[:7] == "Bearer " || v[:7] == "bearer ") {
-			return v[7:]
+		v = strings.TrimSpace(v)
+		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+			return strings.TrimSpace(v[7:])
 		}
 	}
 	return ""
