@@ -97,9 +97,10 @@ type Config struct {
 	WatchConns int
 
 	// MaxWatches caps the watch streams open through this gateway; more
-	// are answered 429. Zero means WatchConns × DefaultStreamsPerConn for
-	// New (what the servers accept on those connections by default), no
-	// gateway cap for NewHandler (the server's caps apply).
+	// are answered 429. Zero means WatchConns × (DefaultStreamsPerConn - 1)
+	// for New (what the servers accept on those connections by default,
+	// less each connection's health-check stream), no gateway cap for
+	// NewHandler (the server's caps apply).
 	MaxWatches int
 
 	// RequireCredentials refuses an API request without an Authorization

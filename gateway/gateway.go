@@ -113,7 +113,8 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		n = DefaultWatchConns
 	}
 	if cfg.MaxWatches == 0 {
-		cfg.MaxWatches = n * DefaultStreamsPerConn
+		// Each connection also carries its health-check Watch stream.
+		cfg.MaxWatches = n * (DefaultStreamsPerConn - 1)
 	}
 	var conns []*grpc.ClientConn
 	closeAll := func() {
@@ -258,23 +259,49 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// splitClient sends unary calls over one connection and spreads watch
-// streams over the others.
+// splitClient sends unary calls over one connection and each watch stream
+// over the stream connection with the fewest open watches.
 type splitClient struct {
 	tetherv1.DeviceServiceClient
 	streams []tetherv1.DeviceServiceClient
-	next    atomic.Uint64
+
+	mu   sync.Mutex
+	open []int // open watches per stream connection
 }
 
 func newSplitClient(unary *grpc.ClientConn, streams []*grpc.ClientConn) *splitClient {
-	c := &splitClient{DeviceServiceClient: tetherv1.NewDeviceServiceClient(unary)}
+	c := &splitClient{DeviceServiceClient: tetherv1.NewDeviceServiceClient(unary), open: make([]int, len(streams))}
 	for _, s := range streams {
 		c.streams = append(c.streams, tetherv1.NewDeviceServiceClient(s))
 	}
 	return c
 }
 
+// WatchDevices opens the stream on the least used stream connection. The
+// stream's context ends when the HTTP request does (grpc-gateway cancels
+// it), which releases the count.
 func (c *splitClient) WatchDevices(ctx context.Context, in *tetherv1.WatchDevicesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[tetherv1.WatchDevicesResponse], error) {
-	i := c.next.Add(1) % uint64(len(c.streams))
-	return c.streams[i].WatchDevices(ctx, in, opts...)
+	c.mu.Lock()
+	best := 0
+	for i, n := range c.open {
+		if n < c.open[best] {
+			best = i
+		}
+	}
+	c.open[best]++
+	c.mu.Unlock()
+	release := func() {
+		c.mu.Lock()
+		c.open[best]--
+		c.mu.Unlock()
+	}
+	stop := context.AfterFunc(ctx, release)
+	st, err := c.streams[best].WatchDevices(ctx, in, opts...)
+	if err != nil {
+		if stop() {
+			release()
+		}
+		return nil, err
+	}
+	return st, nil
 }
