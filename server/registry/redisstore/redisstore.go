@@ -610,7 +610,7 @@ func (s *Store) KeepNodeAlive(ctx context.Context, node, addr string, ttl time.D
 
 // NodeAddr implements registry.Store.
 func (s *Store) NodeAddr(ctx context.Context, node string) (string, error) {
-	addr, err := s.c.read.Get(ctx, s.nodeKey(node)).Result()
+	addr, err := s.rdb.Get(ctx, s.nodeKey(node)).Result()
 	switch {
 	case errors.Is(err, redis.Nil):
 		return "", fmt.Errorf("node %s: %w", node, registry.ErrNotFound)
