@@ -49,6 +49,13 @@ func run(args []string) error {
 	corsOrigins := fs.String("cors-origins", "", `comma-separated browser origins allowed cross-origin (https://console.example.com), or "*"; empty = no CORS`)
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:7076); empty = off")
 	maxBody := fs.Int64("max-body", gateway.DefaultMaxBodyBytes, "maximum request body size in bytes")
+	watchConns := fs.Int("watch-conns", gateway.DefaultWatchConns, "gRPC connections per server set for watch streams, separate from the one for unary calls")
+	maxWatches := fs.Int("max-watches", 0, "watch streams this gateway serves; more get 429 (0 = watch-conns x 32, what servers accept on those connections by default)")
+	requireAuth := fs.Bool("require-auth", false, "refuse /v1 requests without an Authorization header (401) before reading their body; set when the servers have API keys")
+	maxBodyReads := fs.Int("max-body-reads", gateway.DefaultMaxBodyReads, "request bodies read at once; more wait up to 1s, then get 429")
+	readHeaderTimeout := fs.Duration("read-header-timeout", gateway.DefaultReadHeaderTimeout, "time to read a request's headers")
+	idleTimeout := fs.Duration("idle-timeout", gateway.DefaultIdleTimeout, "close keep-alive connections idle this long")
+	maxHeaderBytes := fs.Int("max-header-bytes", gateway.DefaultMaxHeaderBytes, "largest request header block in bytes")
 	serverCA := fs.String("server-ca", "", "PEM CA bundle to verify tether-server's TLS certificate; empty = plaintext gRPC (dev mode)")
 	serverName := fs.String("server-name", "", "name to verify in tether-server's certificate (default: the host of --server)")
 	tlsCert := fs.String("tls-cert", "", "certificate (PEM) for HTTPS on --listen (and --metrics off loopback); with --tls-key; re-read when the file changes")
@@ -156,6 +163,13 @@ func run(args []string) error {
 		Servers:            splitList(*servers),
 		CORSAllowedOrigins: splitList(*corsOrigins),
 		MaxBodyBytes:       *maxBody,
+		WatchConns:         *watchConns,
+		MaxWatches:         *maxWatches,
+		RequireCredentials: *requireAuth,
+		MaxBodyReads:       *maxBodyReads,
+		ReadHeaderTimeout:  *readHeaderTimeout,
+		IdleTimeout:        *idleTimeout,
+		MaxHeaderBytes:     *maxHeaderBytes,
 		Logger:             log,
 		Metrics:            metrics,
 	})

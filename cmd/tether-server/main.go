@@ -84,6 +84,8 @@ func run(args []string) error {
 	fs.IntVar(&cfg.Session.FlapLimit, "flap-limit", 10, "takeovers of one device id per minute tolerated before it is put in a cooldown")
 	fs.DurationVar(&cfg.Session.FlapCooldown, "flap-cooldown", time.Minute, "how long a flapping device id's Hellos are refused (Close FLAPPING with retry_after)")
 	proxyFrom := fs.String("proxy-protocol-from", "", "comma-separated networks (CIDR) of L4 load balancers whose connections to --listen start with a PROXY protocol v2 header naming the client; empty = off (docs/ADMIN.md)")
+	limitFlags(fs, &cfg.Limits)
+	httpMaxBody := fs.Int64("http-max-body", gateway.DefaultMaxBodyBytes, "--http: maximum request body size in bytes")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -107,6 +109,9 @@ func run(args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q (see --help)", fs.Args())
+	}
+	for _, f := range postParse {
+		f()
 	}
 	if *showVersion {
 		fmt.Println("tether-server", version.String())
@@ -139,8 +144,9 @@ func run(args []string) error {
 	cfg.Version = version.String()
 	// One registry for the replica and its in-process gateway (--http).
 	cfg.Registry = prometheus.NewRegistry()
-	cfg.GatewayHandler = func(ctx context.Context, conn *grpc.ClientConn) (http.Handler, error) {
-		return gateway.NewHandler(ctx, conn, gateway.Config{Logger: log, Metrics: gateway.NewMetrics(cfg.Registry)})
+	cfg.GatewayHandler = func(ctx context.Context, unary, streams *grpc.ClientConn) (http.Handler, error) {
+		return gateway.NewHandler(ctx, unary, gateway.Config{Logger: log, Metrics: gateway.NewMetrics(cfg.Registry),
+			StreamConn: streams, RequireCredentials: cfg.Security.APIKeys.Len() > 0, MaxBodyBytes: *httpMaxBody})
 	}
 
 	logEffective(log, fs)

@@ -6,15 +6,18 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tetherhq/tether/api/deviceid"
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/server/feed"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/registry"
 	"github.com/tetherhq/tether/server/session"
@@ -22,8 +25,12 @@ import (
 
 // Limits on requests; Config fields override them.
 const (
-	DefaultPageSize       = 100
-	MaxPageSize           = 1000
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+	// DefaultMaxPageBytes bounds the encoded devices of one ListDevices
+	// page; a page holds at least one device. It stays well under the
+	// 4 MiB gRPC clients accept by default.
+	DefaultMaxPageBytes   = 1 << 20
 	DefaultCommandTimeout = 10 * time.Second
 	MaxCommandTimeout     = 5 * time.Minute
 	MaxCommandArgs        = 64
@@ -42,6 +49,29 @@ type Config struct {
 	// requests for such devices answer UNAVAILABLE.
 	Peers  *Peers
 	Logger *slog.Logger
+
+	// MaxPageBytes bounds one ListDevices page by its encoded size as well
+	// as by count. Default DefaultMaxPageBytes.
+	MaxPageBytes int
+	// MaxWatchers caps the open WatchDevices streams of this replica, and
+	// MaxWatchersPerKey those of one API key (when keys are configured);
+	// more are refused with RESOURCE_EXHAUSTED. Defaults
+	// DefaultMaxWatchers and DefaultMaxWatchersPerKey.
+	MaxWatchers       int
+	MaxWatchersPerKey int
+	// KeyName names the API key of a call ("" without keys); the per-key
+	// watch cap applies to calls it names.
+	KeyName func(ctx context.Context) string
+	// MaxSnapshotReads bounds the store reads that watch snapshots and
+	// catch-ups run at once (they queue beyond it). Default
+	// DefaultMaxSnapshotReads.
+	MaxSnapshotReads int
+	// WatchBuffer is how many events a watcher may fall behind the event
+	// feed before it is ended (it resumes from its last event). Default
+	// feed.DefaultBuffer.
+	WatchBuffer int
+	// Feed configures the replica's event feed (Buffer is WatchBuffer).
+	Feed feed.Config
 }
 
 // Service implements tetherv1.DeviceServiceServer.
@@ -56,6 +86,15 @@ type Service struct {
 	// GracefulStop would otherwise wait for them forever).
 	closing context.Context
 	close   context.CancelFunc
+
+	// The replica's one reader of the registry's events (started by the
+	// first watch) and the watch limits.
+	feed        *feed.Feed
+	feedOnce    sync.Once
+	snapshotSem chan struct{}
+	watchMu     sync.Mutex
+	watches     watchSlots
+	wm          watchMetrics
 }
 
 // Close ends every open WatchDevices stream.
@@ -72,8 +111,32 @@ func New(cfg Config, store registry.Store, hub *session.Hub, m *metrics.Metrics)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.MaxPageBytes <= 0 {
+		cfg.MaxPageBytes = DefaultMaxPageBytes
+	}
+	if cfg.MaxWatchers <= 0 {
+		cfg.MaxWatchers = DefaultMaxWatchers
+	}
+	if cfg.MaxWatchersPerKey <= 0 {
+		cfg.MaxWatchersPerKey = DefaultMaxWatchersPerKey
+	}
+	if cfg.MaxSnapshotReads <= 0 {
+		cfg.MaxSnapshotReads = DefaultMaxSnapshotReads
+	}
+	if cfg.WatchBuffer <= 0 {
+		cfg.WatchBuffer = feed.DefaultBuffer
+	}
+	cfg.Feed.Buffer = cfg.WatchBuffer
+	if cfg.Feed.Logger == nil {
+		cfg.Feed.Logger = cfg.Logger
+	}
 	closing, cancel := context.WithCancel(context.Background())
-	return &Service{cfg: cfg, store: store, hub: hub, metrics: m, closing: closing, close: cancel}
+	return &Service{cfg: cfg, store: store, hub: hub, metrics: m, closing: closing, close: cancel,
+		feed:        feed.New(store, cfg.Feed),
+		snapshotSem: make(chan struct{}, cfg.MaxSnapshotReads),
+		watches:     watchSlots{maxTotal: cfg.MaxWatchers, maxPerKey: cfg.MaxWatchersPerKey, perKey: map[string]int{}},
+		wm:          newWatchMetrics(),
+	}
 }
 
 // storeErr maps a registry error to a gRPC status.
@@ -179,8 +242,17 @@ func (s *Service) ListDevices(ctx context.Context, req *tetherv1.ListDevicesRequ
 		return nil, storeErr("list devices", err)
 	}
 	resp := &tetherv1.ListDevicesResponse{NextPageToken: encodeToken(page.Next)}
-	for _, r := range page.Records {
-		resp.Devices = append(resp.Devices, deviceProto(r, s.local(r)))
+	used := 0
+	for i, r := range page.Records {
+		d := deviceProto(r, s.local(r))
+		n := proto.Size(d)
+		if i > 0 && used+n > s.cfg.MaxPageBytes {
+			// The page is full by size: continue after the last device sent.
+			resp.NextPageToken = encodeToken(page.Records[i-1].DeviceID)
+			break
+		}
+		used += n
+		resp.Devices = append(resp.Devices, d)
 	}
 	return resp, nil
 }

@@ -180,6 +180,9 @@ func (h *Hub) awaitHello(ctx context.Context, in <-chan inbound) (*tetherv1.Hell
 		if err := deviceid.Validate(hello.GetDeviceId()); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "Hello: %v", err)
 		}
+		if err := ValidateInfo(hello.GetInfo()); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "Hello: %v", err)
+		}
 		return hello, nil
 	case <-t.C:
 		return nil, status.Errorf(codes.DeadlineExceeded, "no Hello within %v of opening the stream", h.cfg.HelloTimeout)

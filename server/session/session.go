@@ -240,6 +240,14 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 		defer pongTimer.Stop()
 		pongC = pongTimer.C
 	}
+	// InfoUpdates beyond the session's rate wait in pendingInfo for
+	// infoTimer; a newer one replaces it.
+	infoRate := newInfoLimiter(time.Now())
+	var pendingInfo *tetherv1.DeviceInfo
+	infoTimer := time.NewTimer(time.Hour)
+	infoTimer.Stop()
+	defer infoTimer.Stop()
+
 	end := s.ending
 	// closeWith tells the agent why the session ends. A Send blocks only
 	// while the transport's flow-control window is full, which a live agent
@@ -276,7 +284,23 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 					s.hub.log.Debug("late command result dropped", "device", s.DeviceID, "lease", s.Lease, "command", m.CommandResult.GetCommandId())
 				}
 			case *tetherv1.ConnectRequest_InfoUpdate:
-				s.hub.updateInfo(ctx, s, m.InfoUpdate.GetInfo())
+				info := m.InfoUpdate.GetInfo()
+				if err := ValidateInfo(info); err != nil {
+					return closeWith(tetherv1.DisconnectReason_DISCONNECT_REASON_PROTOCOL_ERROR, "InfoUpdate refused: "+err.Error())
+				}
+				if info == nil {
+					break
+				}
+				if pendingInfo != nil {
+					pendingInfo = info // the timer is armed; the newest wins
+					break
+				}
+				if ok, wait := infoRate.take(now); ok {
+					s.hub.updateInfo(ctx, s, info)
+				} else {
+					pendingInfo = info
+					infoTimer.Reset(wait)
+				}
 			case *tetherv1.ConnectRequest_Hello:
 				return closeWith(tetherv1.DisconnectReason_DISCONNECT_REASON_PROTOCOL_ERROR, "second Hello on one stream")
 			default:
@@ -309,6 +333,12 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 				s.hub.metrics.Detected(time.Since(s.LastSeen()))
 				return closeWith(tetherv1.DisconnectReason_DISCONNECT_REASON_PING_TIMEOUT,
 					fmt.Sprintf("no message within %v of the Ping sent at %s", cfg.PingTimeout, pingAt.UTC().Format(time.RFC3339Nano)))
+			}
+		case <-infoTimer.C:
+			if pendingInfo != nil {
+				infoRate.take(time.Now())
+				s.hub.updateInfo(ctx, s, pendingInfo)
+				pendingInfo = nil
 			}
 		case r := <-s.endReq:
 			return closeWith(r.reason, r.message)
