@@ -416,7 +416,8 @@ func TestTheServerReadsItsSecretsAsTheUnitRunsIt(t *testing.T) {
 // TestForwardedCommandsAreAuditedOnBothReplicas: two replicas with a
 // cluster secret; a command through the replica that does not hold the
 // device is forwarded with a proof bound to both nodes, and each replica
-// writes its audit line (the API key on one, the peer on the other).
+// writes its audit line (the API key on one, the peer on the other); with
+// --audit-stream-retention the lines also land in the Redis stream.
 func TestForwardedCommandsAreAuditedOnBothReplicas(t *testing.T) {
 	keyLine, _, err := runBin(t, "e2e-operator-key-0123456789\n", "tether-server", "apikey", "hash", "--role", "operator", "--name", "ops")
 	if err != nil {
@@ -428,7 +429,7 @@ func TestForwardedCommandsAreAuditedOnBothReplicas(t *testing.T) {
 	g1, g2, h2 := freeAddr(t), freeAddr(t), freeAddr(t)
 	common := []string{"--redis", rds.URL(), "--api-keys-file", keys, "--cluster-secret-file", secret, "--log-format", "json"}
 	s1 := start(t, "tether-server", append([]string{"--listen", g1, "--node", "s1"}, common...)...)
-	s2 := start(t, "tether-server", append([]string{"--listen", g2, "--http", h2, "--node", "s2"}, common...)...)
+	s2 := start(t, "tether-server", append([]string{"--listen", g2, "--http", h2, "--node", "s2", "--audit-stream-retention", "1h"}, common...)...)
 	waitListening(t, g1)
 	waitListening(t, h2)
 	start(t, "tether-agent", "--server", g1, "--device-id", "fwd-1", "--config", writeAgentConfig(t, ""))
@@ -466,5 +467,18 @@ func TestForwardedCommandsAreAuditedOnBothReplicas(t *testing.T) {
 			return err
 		}
 		return auditLine(s1, "forward_command", "peer:s2")
+	})
+	// s2 also appends its lines to the Redis stream (s1 does not).
+	eventually(t, 5*time.Second, func() error {
+		msgs, err := rds.Client().XRange(context.Background(), "tether:audit", "-", "+").Result()
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if m.Values["msg"] == "audit" && m.Values["action"] == "send_command" && m.Values["caller"] == "key:ops" && m.Values["device"] == "fwd-1" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no send_command entry in tether:audit: %v", msgs)
 	})
 }
