@@ -75,7 +75,7 @@ type security struct {
 	tls    *access.ServerTLS // nil without TLS
 	policy *access.Policy
 	audit  *audit.Log
-	stream *audit.StreamSink // nil unless AuditStreamRetention
+	stream *audit.StreamSink                // nil unless AuditStreamRetention
 	creds  credentials.TransportCredentials // inner server credentials
 }
 
