@@ -225,7 +225,7 @@ func (h *Hub) open(ctx context.Context, hello *tetherv1.Hello) (*Session, error)
 	if err != nil {
 		h.metrics.StoreError("claim")
 		h.log.Warn("claim failed", "device", id, "err", err)
-		return nil, status.Errorf(codes.Unavailable, "registry unavailable, retry with backoff: %v", err)
+		return nil, status.Error(codes.Unavailable, "registry unavailable, retry with backoff") // the error itself is in the log line above
 	}
 	if claimed.Replaced != nil && h.flaps.takeover(id, now) {
 		h.metrics.Flapping()
