@@ -31,7 +31,7 @@ type Security struct {
 	// re-read when they change). Both or neither.
 	TLSCert, TLSKey string
 	// ClientCA, if set, verifies client certificates: a device may
-	// authenticate with one (URI SAN tether://device/<id>, else the CN), a
+	// authenticate with one (URI SAN tether://device/<id>; the CN only with CertCN), a
 	// replica with tether://peer/<node>. Needs TLS.
 	ClientCA string
 	// PeerCA verifies the other replicas' server certificates when this
