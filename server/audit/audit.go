@@ -119,7 +119,7 @@ func New(log *slog.Logger, reg prometheus.Registerer) *Log {
 		log: log,
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_auth_refusals_total",
-			Help: "Calls refused by authentication or authorization, by reason (no_credentials, bad_api_key, role_denied, bad_token, token_expired, token_revoked, deny_list_unavailable, bad_peer_proof, peer_replay, peer_unknown_node, rate_limited).",
+			Help: "Calls refused by authentication or authorization, by reason (no_credentials, bad_api_key, role_denied, bad_token, token_expired, token_revoked, deny_list_unavailable, device_mismatch, bad_peer_proof, peer_replay, peer_unknown_node, rate_limited, ...).",
 		}, []string{"reason"}),
 		now:    time.Now,
 		tokens: warnBurst,
