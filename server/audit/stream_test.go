@@ -57,3 +57,13 @@ func TestAuditLinesGoToTheRedisStreamWithRetention(t *testing.T) {
 		t.Error("a non-redis URL accepted")
 	}
 }
+
+// The digest docs/ADMIN.md shows for the arguments ["hello", "admin"].
+func TestArgsDigestMatchesTheDocumentedExample(t *testing.T) {
+	if got := ArgsDigest([]string{"hello", "admin"}); got != "2d60037a46d70d38" {
+		t.Fatalf("ArgsDigest = %s; update docs/ADMIN.md", got)
+	}
+	if ArgsDigest([]string{"ab", "c"}) == ArgsDigest([]string{"a", "bc"}) {
+		t.Fatal("argument boundaries do not change the digest")
+	}
+}
