@@ -416,7 +416,8 @@ func TestTheServerReadsItsSecretsAsTheUnitRunsIt(t *testing.T) {
 // TestForwardedCommandsAreAuditedOnBothReplicas: two replicas with a
 // cluster secret; a command through the replica that does not hold the
 // device is forwarded with a proof bound to both nodes, and each replica
-// writes its audit line (the API key on one, the peer on the other).
+// writes its audit line (the API key on one, the peer on the other); with
+// --audit-stream-retention the lines also land in the Redis stream.
 func TestForwardedCommandsAreAuditedOnBothReplicas(t *testing.T) {
 	keyLine, _, err := runBin(t, "e2e-operator-key-0123456789\n", "tether-server", "apikey", "hash", "--role", "operator", "--name", "ops")
 	if err != nil {
@@ -428,7 +429,7 @@ func TestForwardedCommandsAreAuditedOnBothReplicas(t *testing.T) {
 	g1, g2, h2 := freeAddr(t), freeAddr(t), freeAddr(t)
 	common := []string{"--redis", rds.URL(), "--api-keys-file", keys, "--cluster-secret-file", secret, "--log-format", "json"}
 	s1 := start(t, "tether-server", append([]string{"--listen", g1, "--node", "s1"}, common...)...)
-	s2 := start(t, "tether-server", append([]string{"--listen", g2, "--http", h2, "--node", "s2"}, common...)...)
+	s2 := start(t, "tether-server", append([]string{"--listen", g2, "--http", h2, "--node", "s2", "--audit-stream-retention", "1h"}, common...)...)
 	waitListening(t, g1)
 	waitListening(t, h2)
 	start(t, "tether-agent", "--server", g1, "--device-id", "fwd-1", "--config", writeAgentConfig(t, ""))
@@ -467,4 +468,83 @@ func TestForwardedCommandsAreAuditedOnBothReplicas(t *testing.T) {
 		}
 		return auditLine(s1, "forward_command", "peer:s2")
 	})
+	// s2 also appends its lines to the Redis stream (s1 does not).
+	eventually(t, 5*time.Second, func() error {
+		msgs, err := rds.Client().XRange(context.Background(), "tether:audit", "-", "+").Result()
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if m.Values["msg"] == "audit" && m.Values["action"] == "send_command" && m.Values["caller"] == "key:ops" && m.Values["device"] == "fwd-1" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no send_command entry in tether:audit: %v", msgs)
+	})
+}
+
+// TestUnitsHandSecretsOverAsCredentials: every secret setting of
+// server.example.env that is a bare name has a LoadCredential= line of
+// that name in tether-server.service, and the server and gateway units
+// pass systemd-analyze verify.
+func TestUnitsHandSecretsOverAsCredentials(t *testing.T) {
+	unit, err := os.ReadFile("../server/systemd/tether-server.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := os.ReadFile("../server/systemd/server.example.env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := map[string]string{}
+	for _, l := range strings.Split(string(unit), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "LoadCredential="); ok {
+			id, path, _ := strings.Cut(v, ":")
+			creds[id] = path
+		}
+	}
+	n := 0
+	for _, l := range strings.Split(string(env), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(l), "=")
+		if !ok || strings.HasPrefix(k, "#") || !(strings.HasSuffix(k, "_FILE") || k == "TETHER_TLS_KEY") {
+			continue
+		}
+		n++
+		if strings.Contains(v, "/") {
+			t.Errorf("%s=%s: a path the dynamic user cannot read; want a credential name", k, v)
+		} else if creds[v] == "" {
+			t.Errorf("%s=%s: no LoadCredential=%s:… in tether-server.service", k, v, v)
+		}
+	}
+	if n < 4 {
+		t.Errorf("server.example.env sets %d secret files, want the TLS key, token secret, API keys and cluster secret", n)
+	}
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed: cannot verify the units")
+	}
+	dir := t.TempDir()
+	for _, u := range []string{"../server/systemd/tether-server.service", "../gateway/systemd/tether-gateway.service"} {
+		b, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := filepath.Base(u)
+		body := strings.Replace(string(b), "ExecStart=/usr/local/bin/", "ExecStart="+binDir+"/", 1)
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(analyze, "verify", "--man=no", p)
+		cmd.Env = append(os.Environ(), "SYSTEMD_LOG_COLOR=0", "SYSTEMD_PAGER=cat")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("systemd-analyze verify %s: %v\n%s", name, err, out)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, name) {
+				t.Errorf("systemd-analyze verify warns: %s", line)
+			}
+		}
+	}
 }

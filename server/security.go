@@ -31,7 +31,7 @@ type Security struct {
 	// re-read when they change). Both or neither.
 	TLSCert, TLSKey string
 	// ClientCA, if set, verifies client certificates: a device may
-	// authenticate with one (URI SAN tether://device/<id>, else the CN), a
+	// authenticate with one (URI SAN tether://device/<id>; the CN only with CertCN), a
 	// replica with tether://peer/<node>. Needs TLS.
 	ClientCA string
 	// PeerCA verifies the other replicas' server certificates when this
@@ -75,6 +75,7 @@ type security struct {
 	tls    *access.ServerTLS // nil without TLS
 	policy *access.Policy
 	audit  *audit.Log
+	stream *audit.StreamSink                // nil unless AuditStreamRetention
 	creds  credentials.TransportCredentials // inner server credentials
 }
 
@@ -127,6 +128,17 @@ func (c *Config) buildSecurity(store registry.Store, log *slog.Logger) (*securit
 		out.creds = credentials.NewTLS(st.Config())
 	}
 	out.audit = audit.New(log, c.Registry)
+	if c.AuditStreamRetention > 0 {
+		if c.RedisURL == "" {
+			return nil, errors.New("--audit-stream-retention needs --redis (the audit stream lives in the cluster's Redis)")
+		}
+		sink, err := audit.NewStreamSink(c.RedisURL, audit.DefaultStreamKey, c.AuditStreamRetention, log, c.Registry)
+		if err != nil {
+			return nil, err
+		}
+		out.stream = sink
+		out.audit.WithStream(sink)
+	}
 	p := &access.Policy{APIKeys: sec.APIKeys, ClusterSecret: sec.ClusterSecret, MutualTLS: sec.ClientCA != "", Logger: log,
 		Node: c.Session.Node, KnownPeer: knownPeer(store, sec.PeerNodes), CertCN: sec.CertCN, Audit: out.audit}
 	if len(sec.TokenSecret) > 0 {

@@ -181,7 +181,8 @@ func TestADeviceCredentialForOneIDCannotHelloAsAnother(t *testing.T) {
 	})
 
 	t.Run("token", func(t *testing.T) {
-		srv := startServer(t, server.Config{Security: server.Security{TLSCert: srvCert, TLSKey: srvKey, TokenSecret: secret}})
+		reg := prometheus.NewRegistry()
+		srv := startServer(t, server.Config{Registry: reg, Security: server.Security{TLSCert: srvCert, TLSKey: srvKey, TokenSecret: secret}})
 		signer, _ := access.NewSigner(secret)
 		tok, _, err := signer.Issue("dev-a", time.Hour, time.Now())
 		if err != nil {
@@ -192,6 +193,9 @@ func TestADeviceCredentialForOneIDCannotHelloAsAnother(t *testing.T) {
 			t.Fatalf("Hello as dev-b with dev-a's token: %v; want PERMISSION_DENIED", err)
 		}
 		assertNotClaimed(t, srv, "dev-b")
+		if got := refusals(t, reg)["device_mismatch"]; got != 1 {
+			t.Errorf("tether_auth_refusals_total{reason=device_mismatch} = %v, want 1", got)
+		}
 		if _, m, err := helloAs(t, conn, "dev-a"); err != nil || m.GetHelloAck() == nil {
 			t.Fatalf("Hello as dev-a: %v %v; want HelloAck", m, err)
 		}
@@ -673,6 +677,14 @@ func TestStateChangingCallsAndRefusalsAreAudited(t *testing.T) {
 	if strings.Join(reasons, " ") != "bad_api_key no_credentials role_denied" {
 		t.Errorf("refusal reasons %v", reasons)
 	}
+	if counted := refusals(t, reg); counted["bad_api_key"] != 1 || counted["no_credentials"] != 1 || counted["role_denied"] != 1 {
+		t.Errorf("tether_auth_refusals_total = %v", counted)
+	}
+}
+
+// refusals reads tether_auth_refusals_total by reason.
+func refusals(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -685,9 +697,7 @@ func TestStateChangingCallsAndRefusalsAreAudited(t *testing.T) {
 			}
 		}
 	}
-	if counted["bad_api_key"] != 1 || counted["no_credentials"] != 1 || counted["role_denied"] != 1 {
-		t.Errorf("tether_auth_refusals_total = %v", counted)
-	}
+	return counted
 }
 
 func TestMetricsListenerFollowsTheLoopbackRuleAndHidesPprof(t *testing.T) {

@@ -48,6 +48,9 @@ type Config struct {
 	// Pprof serves /debug/pprof/ on the Metrics listener (heap, goroutine
 	// stacks: operator-only; off by default).
 	Pprof bool
+	// AuditStreamRetention, if positive, also appends the audit lines to
+	// the Redis stream tether:audit, keeping this long (needs RedisURL).
+	AuditStreamRetention time.Duration
 	// Advertise is the address peers use to reach this replica. Default:
 	// the actual gRPC listen address.
 	Advertise string
@@ -451,6 +454,9 @@ func (s *Server) shutdown(log *slog.Logger, https []*http.Server) {
 		<-stopped
 	}
 	s.peers.Close()
+	if err := s.sec.stream.Close(); err != nil {
+		log.Warn("closing the audit stream", "err", err)
+	}
 	dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer dcancel()
 	if err := s.store.DropNode(dctx, s.Node()); err != nil {

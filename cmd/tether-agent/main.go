@@ -40,7 +40,7 @@ func run(args []string) error {
 	deviceID := fs.String("device-id", "", "device id, 1-64 of [A-Za-z0-9._-] (default: the primary MAC address, aa-bb-cc-dd-ee-ff)")
 	legacy := fs.Bool("legacy-no-pong", false, "behave like an old agent: never answer Pings, do not advertise CAPABILITY_PONG")
 	caFile := fs.String("ca", "", "CA bundle (PEM) that verifies the server certificate; turns TLS on")
-	tlsCert := fs.String("tls-cert", "", "device client certificate (PEM) for mutual TLS (URI SAN tether://device/<id> or CN = the device id); turns TLS on")
+	tlsCert := fs.String("tls-cert", "", "device client certificate (PEM) for mutual TLS (URI SAN tether://device/<id>; the CN counts only with the server's --cert-cn-device); turns TLS on")
 	tlsKey := fs.String("tls-key", "", "device client key (PEM)")
 	useTLS := fs.Bool("tls", false, "use TLS with the system roots (implied by --ca and --tls-cert)")
 	serverName := fs.String("server-name", "", "name expected in the server certificate (default: the host of --server)")

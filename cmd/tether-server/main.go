@@ -75,6 +75,7 @@ func run(args []string) error {
 	apiKeysFile := fs.String("api-keys-file", "", "API keys, hashed (lines \"sha256:<hex> <role> <name>\" or YAML); set = DeviceService, reflection and admin calls need a key")
 	apiKeys := fs.String("api-keys", "", "API keys inline, same line format, ';'-separated (usually from TETHER_API_KEYS)")
 	clusterSecretFile := fs.String("cluster-secret-file", "", "file with the secret (>= 32 bytes) replicas prove to each other on PeerService (the same on every replica)")
+	fs.DurationVar(&cfg.AuditStreamRetention, "audit-stream-retention", 0, "also append the audit lines to the Redis stream tether:audit and keep them this long (e.g. 720h; needs --redis; 0 = log only)")
 	fs.BoolVar(&cfg.Security.CertCN, "cert-cn-device", false, "accept a client certificate's subject CN as its device id when it has no tether://device/<id> URI SAN (legacy; off: only the URI SAN names a device)")
 	peerNodes := fs.String("peer-nodes", "", "comma-separated node names accepted from peer certificates and cluster proofs besides the registry's live nodes")
 	fs.BoolVar(&cfg.Security.Insecure, "insecure", false, "allow plaintext gRPC/HTTP on a non-loopback address (without TLS the server otherwise binds loopback only)")

@@ -166,7 +166,13 @@ func (p *Policy) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerIn
 	if ctx != ss.Context() {
 		ss = &ctxStream{ServerStream: ss, ctx: ctx}
 	}
-	return handler(srv, ss)
+	err = handler(srv, ss)
+	if strings.HasPrefix(info.FullMethod, agentPrefix) && status.Code(err) == codes.PermissionDenied {
+		// The session hub refuses a Hello for another device than the
+		// credentials name: an authentication refusal too.
+		p.Audit.Refused(ctx, "device_mismatch", info.FullMethod, err)
+	}
+	return err
 }
 
 type ctxStream struct {

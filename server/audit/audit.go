@@ -94,6 +94,8 @@ type Log struct {
 	refusals *prometheus.CounterVec
 	now      func() time.Time
 
+	sink *StreamSink // nil = log only
+
 	mu         sync.Mutex // guards the refusal-line budget
 	tokens     float64
 	at         time.Time
@@ -117,7 +119,7 @@ func New(log *slog.Logger, reg prometheus.Registerer) *Log {
 		log: log,
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_auth_refusals_total",
-			Help: "Calls refused by authentication or authorization, by reason (no_credentials, bad_api_key, role_denied, bad_token, token_expired, token_revoked, deny_list_unavailable, bad_peer_proof, peer_replay, peer_unknown_node, rate_limited).",
+			Help: "Calls refused by authentication or authorization, by reason (no_credentials, bad_api_key, role_denied, bad_token, token_expired, token_revoked, deny_list_unavailable, device_mismatch, bad_peer_proof, peer_replay, peer_unknown_node, rate_limited, ...).",
 		}, []string{"reason"}),
 		now:    time.Now,
 		tokens: warnBurst,
@@ -125,6 +127,12 @@ func New(log *slog.Logger, reg prometheus.Registerer) *Log {
 	if reg != nil {
 		reg.MustRegister(l.refusals)
 	}
+	return l
+}
+
+// WithStream makes l also append its lines to a Redis stream.
+func (l *Log) WithStream(s *StreamSink) *Log {
+	l.sink = s
 	return l
 }
 
@@ -160,6 +168,7 @@ func (l *Log) Refused(ctx context.Context, reason, method string, err error) {
 		attrs = append(attrs, "suppressed", suppressed)
 	}
 	l.log.Warn("auth refused", attrs...)
+	l.sink.add("auth refused", attrs)
 }
 
 // Remote is the source address of the call.
@@ -242,6 +251,7 @@ func (l *Log) Call(ctx context.Context, action string, req any, err error, took 
 		attrs = append(attrs, "err", msg)
 	}
 	l.log.Info("audit", attrs...)
+	l.sink.add("audit", attrs)
 }
 
 // unwrap finds the inner request of the PeerService forwards.

@@ -7,7 +7,9 @@
 // tether_auth_refusals_total{reason}. The line format is documented in
 // docs/ADMIN.md.
 //
+// Optionally (StreamSink) the same lines are appended to a Redis stream
+// with a retention, so that the cluster's trail is in one place.
+//
 // It does not decide who may call what (package access does, and records
-// the caller it authenticated with WithCaller), and it does not store the
-// lines anywhere but the logger.
+// the caller it authenticated with WithCaller).
 package audit
