@@ -60,7 +60,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.Session.MirrorInterval, "mirror-interval", 120*time.Second, "how often last-seen times are written to the registry (batched)")
 	fs.DurationVar(&cfg.Session.StoreTimeout, "store-timeout", 5*time.Second, "bound on one registry call made for a session; a later reply is an unknown outcome, resolved by retry and reconciliation")
 	fs.DurationVar(&cfg.Session.ReconcileInterval, "reconcile-interval", 10*time.Second, "how often the replica proves the registry matches the sessions it holds (a phantom reads offline within about this long)")
-	fs.IntVar(&cfg.Session.MaxPendingHellos, "max-pending-hellos", 256, "Hellos in flight (before their session is installed) beyond which new ones are shed with Close(OVERLOADED) + retry_after; negative = no cap")
+	fs.IntVar(&cfg.Session.MaxPendingHellos, "max-pending-hellos", 1024, "Hellos in flight (before their session is installed) beyond which new ones are shed with Close(OVERLOADED) + retry_after; negative = no cap")
 	fs.DurationVar(&cfg.Session.ShedSchedLatency, "shed-sched-latency", 0, "if set, also shed new Hellos while the Go scheduler's p99 latency is above this (the replica is saturated; e.g. 150ms on a dedicated host); 0 = off")
 	fs.DurationVar(&cfg.Session.ShedRetryAfter, "shed-retry-after", 5*time.Second, "retry_after told to a shed Hello (jittered to 0.5-1.5x)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 10*time.Second, "bound on graceful shutdown")

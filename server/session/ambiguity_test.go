@@ -245,3 +245,20 @@ func TestHellosBeyondThePendingCapAreShedBeforeTheClaim(t *testing.T) {
 		}
 	})
 }
+
+// The pending count covers a Hello until its session is installed, not the
+// session's life: far more sessions than the cap connect one after another.
+func TestPendingHellosDoNotCountLiveSessions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig("n1")
+		cfg.MaxPendingHellos = 2
+		r := startReplica(t, newStore(), cfg)
+		for i := range 10 {
+			d := connect(t, r, fmt.Sprintf("dev-%d", i), "b1", true)
+			d.serve()
+		}
+		if n := r.hub.Len(); n != 10 {
+			t.Fatalf("%d sessions; want all 10 (the cap is on Hellos in flight)", n)
+		}
+	})
+}

@@ -79,7 +79,7 @@ type Config struct {
 
 	// MaxPendingHellos caps the Hellos in flight (stream opened, session not
 	// yet installed); more are shed with Close(OVERLOADED) and
-	// RESOURCE_EXHAUSTED before the registry claim. Default 256; negative
+	// RESOURCE_EXHAUSTED before the registry claim. Default 1024; negative
 	// turns the cap off.
 	MaxPendingHellos int
 
@@ -118,7 +118,7 @@ func (c Config) WithDefaults() Config {
 	def(&c.ReconcileInterval, 10*time.Second)
 	def(&c.ShedRetryAfter, 5*time.Second)
 	if c.MaxPendingHellos == 0 {
-		c.MaxPendingHellos = 256
+		c.MaxPendingHellos = 1024
 	}
 	if c.FlapLimit == 0 {
 		c.FlapLimit = 10

@@ -130,9 +130,10 @@ func (h *Hub) Connect(stream tetherv1.AgentService_ConnectServer) error {
 		err = h.admit(ctx, stream, hello)
 	}
 	if err == nil {
-		signal := h.admission.enter(time.Now())
-		defer h.admission.leave()
-		if signal != "" {
+		// Counted as pending from here until its session is installed
+		// (or refused): not for the life of the session.
+		if signal := h.admission.enter(time.Now()); signal != "" {
+			h.admission.leave()
 			err = h.shed(stream, signal)
 		}
 	}
@@ -142,6 +143,7 @@ func (h *Hub) Connect(stream tetherv1.AgentService_ConnectServer) error {
 		return err
 	}
 	s, err := h.open(ctx, hello)
+	h.admission.leave()
 	if err != nil {
 		h.metrics.HelloRejected(status.Code(err).String())
 		return err
