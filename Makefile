@@ -189,7 +189,7 @@ dist-check:
 	@set -e; tmp=$$(mktemp -d); trap 'chmod -R u+w $$tmp; rm -rf $$tmp' EXIT; \
 	for run in a b; do \
 	  echo "dist-check: run $$run (GOCACHE=$$tmp/cache-$$run)"; \
-	  GOCACHE=$$tmp/cache-$$run VERSION='$(VERSION)' COMMIT='$(COMMIT)' ARCHS='$(ARCHS)' packaging/dist.sh $$tmp/$$run 2>/dev/null; \
+	  GOCACHE=$$tmp/cache-$$run VERSION='$(VERSION)' COMMIT='$(COMMIT)' ARCHS='$(ARCHS)' packaging/dist.sh $$tmp/$$run >/dev/null; \
 	done; \
 	if cmp -s $$tmp/a/SHA256SUMS $$tmp/b/SHA256SUMS; then echo "dist-check: identical ($$(wc -l < $$tmp/a/SHA256SUMS) files)"; \
 	else diff $$tmp/a/SHA256SUMS $$tmp/b/SHA256SUMS; echo "dist-check: NOT reproducible"; exit 1; fi
