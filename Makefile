@@ -82,7 +82,7 @@ test: deps lint
 
 ## fuzz: a short run of every fuzz target (FUZZTIME each; seed corpora live in testdata/fuzz)
 FUZZTIME ?= 10s
-FUZZ_TARGETS := ./api/deviceid:FuzzValidate ./server/deviceapi:FuzzValidateCommand ./agent/command:FuzzRun ./gateway:FuzzSendCommandBody ./server/session:FuzzAgentMessages
+FUZZ_TARGETS := ./api/deviceid:FuzzValidate ./server/deviceapi:FuzzValidateCommand ./agent/command:FuzzRun ./gateway:FuzzSendCommandBody ./server/session:FuzzAgentMessages ./server/proxyproto:FuzzParse ./server/registry:FuzzParseSelector
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \

@@ -211,7 +211,7 @@ func TestDashboardQueriesOnlyMetricsTheBinariesExport(t *testing.T) {
 		"tether_sessions", "tether_offline_detection_seconds_bucket", "tether_disconnects_total",
 		"tether_command_duration_seconds_bucket", "tether_commands_total", "tether_ping_rtt_seconds_bucket",
 		"tether_registry_stale_writes_total", "tether_registry_errors_total", "tether_registry_remirrors_total",
-		"tether_watchers", "grpc_server_handled_total", "grpc_server_handling_seconds_bucket",
+		"tether_watchers", "grpc_server_handled_total", "grpc_server_handling_seconds_bucket", "tether_build_info",
 	} {
 		if len(refs[want]) == 0 {
 			t.Errorf("no panel queries %s", want)

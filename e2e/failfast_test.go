@@ -31,6 +31,7 @@ func TestBadValuesStopTheBinariesWithOneLine(t *testing.T) {
 		{"tether-server", []string{"--metrics", "127.0.0.1"}, nil, "--metrics 127.0.0.1: missing port"},
 		{"tether-server", []string{"--listn", ":7070"}, nil, "unknown flag --listn (did you mean --listen?"},
 		{"tether-gateway", nil, []string{"TETHER_CORS_ORIGIN=*"}, "did you mean TETHER_CORS_ORIGINS?"},
+		{"tether-gateway", []string{"--server", "a:7070,http://b:7070"}, nil, `"http://b:7070": give host:port without http://`},
 	} {
 		cmd := exec.Command(filepath.Join(binDir, tc.bin), tc.args...)
 		cmd.Env = append(os.Environ(), tc.env...)

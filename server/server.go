@@ -75,9 +75,10 @@ type Config struct {
 	// Logger is the server's logger.
 	Logger *slog.Logger
 	// ProxyProtocolFrom, if set, are the networks of the L4 balancers in
-	// front of the gRPC listener: connections from them must start with a
-	// PROXY protocol v2 header naming the client (server/proxyproto).
-	// Empty = off; connections are never read for a header.
+	// front of the gRPC listener: a connection from them that starts with a
+	// PROXY protocol v2 header counts as coming from the client the header
+	// names (server/proxyproto). Empty = off: no connection is read for a
+	// header.
 	ProxyProtocolFrom []netip.Prefix
 
 	// Store, if set, is used instead of one built from RedisURL (tests).

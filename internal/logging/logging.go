@@ -67,3 +67,13 @@ func Mode(m tetherv1.LivenessMode) string {
 	}
 	return "unspecified"
 }
+
+// Restart is the word for whether a device restarted between two sessions:
+// "restarted", "same_boot" or "unspecified" (unknown).
+func Restart(r tetherv1.DeviceRestart) string {
+	name, ok := tetherv1.DeviceRestart_name[int32(r)]
+	if !ok {
+		return "unknown"
+	}
+	return strings.ToLower(strings.TrimPrefix(name, "DEVICE_RESTART_"))
+}

@@ -71,3 +71,9 @@ func TestOneVocabularyForReasonsAndModes(t *testing.T) {
 		t.Errorf("Mode = %q", got)
 	}
 }
+
+func TestRestartWords(t *testing.T) {
+	if got := Restart(tetherv1.DeviceRestart_DEVICE_RESTART_SAME_BOOT); got != "same_boot" {
+		t.Errorf("Restart = %q", got)
+	}
+}

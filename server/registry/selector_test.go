@@ -56,3 +56,23 @@ func TestSelectorErrorsSayWhatIsSupported(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseSelector: any text parses or fails with an error, never panics,
+// and a parsed selector can be evaluated.
+func FuzzParseSelector(f *testing.F) {
+	for _, s := range []string{"env=prod", "env!=prod,site", "env in (a,b),!x", "env notin ()", "a==b==c", "(,)", "k in (a,(b))"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		sel, err := ParseSelector(s)
+		if err != nil {
+			return
+		}
+		sel.Matches(map[string]string{"env": "prod", "a": ""})
+		for _, r := range sel {
+			if r.Key == "" {
+				t.Fatalf("%q parsed to a requirement without a key: %+v", s, sel)
+			}
+		}
+	})
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tetherhq/tether/api/deviceid"
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/internal/logging"
 	"github.com/tetherhq/tether/server/access"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/registry"
@@ -308,7 +309,7 @@ func (h *Hub) open(ctx context.Context, hello *tetherv1.Hello) (*Session, error)
 	h.metrics.SessionStarted(mode)
 	attrs := []any{"device", id, "lease", s.Lease, "node", h.cfg.Node, "remote", remote, "mode", metrics.ModeLabel(mode), "agent_version", info.GetAgentVersion()}
 	if r := claimed.Replaced; r != nil {
-		attrs = append(attrs, "replaced_lease", r.Lease, "replaced_node", r.Node, "restart", r.Restart.String())
+		attrs = append(attrs, "replaced_lease", r.Lease, "replaced_node", r.Node, "restart", logging.Restart(r.Restart))
 	}
 	h.log.Info("session started", attrs...)
 	return s, nil
