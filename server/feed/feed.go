@@ -111,7 +111,7 @@ type Feed struct {
 	readyOnce sync.Once
 
 	mu       sync.Mutex
-	last     string           // id of the newest event read ("" = none yet)
+	last     string            // id of the newest event read ("" = none yet)
 	history  []*registry.Event // contiguous events ending at last, at most cfg.History
 	watchers map[*Watcher]struct{}
 	closed   bool
