@@ -35,7 +35,7 @@ import (
 
 var (
 	binDir    = flag.String("bin", "bin", "directory with tether-server, tether-gateway, tether-loadgen")
-	scenarios = flag.String("scenarios", "hold,redis,commands,detect", "comma-separated: hold, redis, commands, detect, floor, cluster")
+	scenarios = flag.String("scenarios", "hold,redis,commands,detect", "comma-separated: hold, redis, commands, detect, floor, cluster, watchers")
 	holdN     = flag.Int("hold-devices", 19000, "sessions for the single-process hold scenario")
 	redisN    = flag.Int("redis-devices", 10000, "sessions for the Redis cost scenario")
 	cmdN      = flag.Int("commands-idle", 10000, "idle sessions held during the command benchmarks")
@@ -89,6 +89,10 @@ func main() {
 		runFloor(*floorAddr)
 		return
 	}
+	if *watchClientOf != "" {
+		runWatchClient(*watchClientOf, *watchClientN, *watchClientTo)
+		return
+	}
 	if *logDir == "" {
 		d, err := os.MkdirTemp("", "tether-bench-")
 		must(err)
@@ -118,6 +122,8 @@ func main() {
 			commands()
 		case "detect":
 			detect()
+		case "watchers":
+			watchers()
 		case "floor":
 			floor()
 		case "":

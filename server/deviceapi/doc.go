@@ -3,5 +3,9 @@
 // known) and the local session hub (what this replica holds).
 //
 // It owns request validation and the mapping of registry results to gRPC
-// status codes; it never writes the registry except through a session.
+// status codes; it never writes the registry except through a session. It
+// also owns the API's budgets: ListDevices pages bounded by count and bytes,
+// watch caps per replica and per API key, and the bound on concurrent
+// snapshot and catch-up reads. Live watch events come from the replica's one
+// event feed (server/feed), which the Service starts with the first watch.
 package deviceapi

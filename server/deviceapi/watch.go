@@ -254,7 +254,7 @@ func (s *Service) WatchDevices(req *tetherv1.WatchDevicesRequest, stream tetherv
 				}
 				return closed(status.Error(codes.Unavailable, "server is shutting down; reconnect and resume with after_event_id"))
 			}
-			if err := send(eventProto(ev)); err != nil {
+			if err := send(eventProto(*ev)); err != nil {
 				return err
 			}
 			after = ev.ID

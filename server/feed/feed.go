@@ -50,7 +50,7 @@ const (
 
 // Defaults for Config.
 const (
-	DefaultBuffer  = 1024
+	DefaultBuffer  = 512
 	DefaultHistory = 10000
 	DefaultBatch   = 1000
 	DefaultWait    = 5 * time.Second
@@ -59,7 +59,8 @@ const (
 // Config configures a Feed. Zero values mean the defaults.
 type Config struct {
 	// Buffer is how many events one watcher may have queued before it is
-	// ended as slow. Default 1024.
+	// ended as slow. Default 512 (a watcher's buffer holds pointers to
+	// events shared by every watcher: 4 KiB each).
 	Buffer int
 	// History is how many recent events are kept for watchers resuming
 	// from a recent event id. Default 10000.
@@ -110,8 +111,8 @@ type Feed struct {
 	readyOnce sync.Once
 
 	mu       sync.Mutex
-	last     string           // id of the newest event read ("" = none yet)
-	history  []registry.Event // contiguous events ending at last, at most cfg.History
+	last     string            // id of the newest event read ("" = none yet)
+	history  []*registry.Event // contiguous events ending at last, at most cfg.History
 	watchers map[*Watcher]struct{}
 	closed   bool
 
@@ -129,7 +130,7 @@ func New(src Source, cfg Config) *Feed {
 // Reason says why (EndNone after the watcher's own Close).
 type Watcher struct {
 	f      *Feed
-	ch     chan registry.Event
+	ch     chan *registry.Event
 	skip   string // events up to this id are not delivered (a resume point the feed had not reached)
 	ended  bool   // guarded by f.mu
 	reason atomic.Int32
@@ -137,7 +138,8 @@ type Watcher struct {
 
 // Events delivers the watcher's events in order; it is closed when the
 // watcher ends.
-func (w *Watcher) Events() <-chan registry.Event { return w.ch }
+// The events are shared by every watcher: read them, never modify them.
+func (w *Watcher) Events() <-chan *registry.Event { return w.ch }
 
 // Reason is why the feed ended the watcher (valid once Events is closed).
 func (w *Watcher) Reason() EndReason { return EndReason(w.reason.Load()) }
@@ -185,7 +187,7 @@ func (f *Feed) Subscribe(ctx context.Context, after string) (*Watcher, error) {
 	if f.closed {
 		return nil, ErrClosed
 	}
-	var replay []registry.Event
+	var replay []*registry.Event
 	w := &Watcher{f: f}
 	switch {
 	case after == "" || after == f.last:
@@ -200,7 +202,7 @@ func (f *Feed) Subscribe(ctx context.Context, after string) (*Watcher, error) {
 	default:
 		return nil, ErrNotRetained
 	}
-	w.ch = make(chan registry.Event, f.cfg.Buffer+len(replay))
+	w.ch = make(chan *registry.Event, f.cfg.Buffer+len(replay))
 	for _, e := range replay {
 		w.ch <- e
 	}
@@ -305,10 +307,14 @@ func (f *Feed) shutdown() {
 // without blocking: a watcher without room is ended as slow.
 func (f *Feed) publish(evs []registry.Event) {
 	f.events.Add(uint64(len(evs)))
+	ptrs := make([]*registry.Event, len(evs))
+	for i := range evs {
+		ptrs[i] = &evs[i]
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.last = evs[len(evs)-1].ID
-	f.history = append(f.history, evs...)
+	f.history = append(f.history, ptrs...)
 	if over := len(f.history) - f.cfg.History; over > 0 {
 		// Copy down rather than reslice so the backing array does not grow
 		// without bound.
@@ -317,7 +323,7 @@ func (f *Feed) publish(evs []registry.Event) {
 		f.history = f.history[:n]
 	}
 	for w := range f.watchers {
-		for _, e := range evs {
+		for _, e := range ptrs {
 			if w.skip != "" {
 				if CompareIDs(e.ID, w.skip) <= 0 {
 					continue

@@ -21,7 +21,7 @@ func claim(t *testing.T, st *memstore.Store, id string) {
 	}
 }
 
-func recv(t *testing.T, w *Watcher) registry.Event {
+func recv(t *testing.T, w *Watcher) *registry.Event {
 	t.Helper()
 	select {
 	case e, ok := <-w.Events():
@@ -32,7 +32,7 @@ func recv(t *testing.T, w *Watcher) registry.Event {
 	case <-time.After(time.Minute):
 		t.Fatal("no event within a minute")
 	}
-	return registry.Event{}
+	return nil
 }
 
 func TestEveryWatcherGetsEveryEventFromOneReader(t *testing.T) {
@@ -95,7 +95,7 @@ func TestSlowWatcherIsEndedWithoutBlockingOthers(t *testing.T) {
 		}
 		// The slow one never read: it holds its 4 buffered events, then
 		// its channel is closed with EndSlow.
-		var got []registry.Event
+		var got []*registry.Event
 		for e := range slow.Events() {
 			got = append(got, e)
 		}
