@@ -22,7 +22,7 @@ all: build
 ## build: compile the binaries into bin/
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+	$(GO) build -trimpath -tags grpcnotrace -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
 ## generate: regenerate api/ from the .proto files (offline: local plugins only)
 generate:

@@ -23,8 +23,8 @@ import (
 	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	tetherv1gw "github.com/tetherhq/tether/api/gw/tether/v1"
 	"github.com/tetherhq/tether/api/openapi"
-	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
 	"github.com/tetherhq/tether/gateway/ui"
 )
 
@@ -85,7 +85,7 @@ func (g *Gateway) newAPIMux(ctx context.Context) (*runtime.ServeMux, error) {
 		runtime.WithDisablePathLengthFallback(),
 		runtime.WithMiddlewares(g.checkMethod, g.markRoute, g.shortEnums, g.checkBody, g.prepareStream),
 	)
-	if err := tetherv1.RegisterDeviceServiceHandlerClient(ctx, mux, newSplitClient(g.conn, g.streams)); err != nil {
+	if err := tetherv1gw.RegisterDeviceServiceHandlerClient(ctx, mux, newSplitClient(g.conn, g.streams)); err != nil {
 		return nil, fmt.Errorf("gateway: register DeviceService: %w", err)
 	}
 	doc := openapi.JSON()

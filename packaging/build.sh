@@ -5,7 +5,9 @@
 # Release flags: static (CGO_ENABLED=0), -trimpath, -buildvcs=false (the
 # commit comes from the stamp below, so a tarball without .git builds the
 # same bytes), stripped (-s -w), version and commit stamped into
-# internal/version. Two runs on one commit with one Go toolchain give
+# internal/version, and built with the grpcnotrace tag (grpc-go then does not
+# link golang.org/x/net/trace and with it html/template: about 2.5 MB less;
+# Tether never enables grpc.EnableTracing). Two runs on one commit with one Go toolchain give
 # identical bytes (packaging/package_test.go checks it).
 # Environment: VERSION, COMMIT (default: packaging/version.sh), GO (default go).
 set -eu
@@ -31,6 +33,6 @@ pkg=github.com/tetherhq/tether/internal/version
 mkdir -p "$(dirname "$out")"
 cd "$repo"
 CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm GOFLAGS= \
-  "$GO" build -trimpath -buildvcs=false \
+  "$GO" build -trimpath -buildvcs=false -tags grpcnotrace \
   -ldflags "-s -w -buildid= -X $pkg.Version=$VERSION -X $pkg.Commit=$COMMIT" \
   -o "$out" "./cmd/$bin"

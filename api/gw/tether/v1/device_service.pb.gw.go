@@ -16,6 +16,7 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
+	extTetherv1 "github.com/tetherhq/tether/api/tether/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/grpclog"
@@ -37,9 +38,9 @@ var (
 
 var filter_DeviceService_ListDevices_0 = &utilities.DoubleArray{Encoding: map[string]int{}, Base: []int(nil), Check: []int(nil)}
 
-func request_DeviceService_ListDevices_0(ctx context.Context, marshaler runtime.Marshaler, client DeviceServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_DeviceService_ListDevices_0(ctx context.Context, marshaler runtime.Marshaler, client extTetherv1.DeviceServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ListDevicesRequest
+		protoReq extTetherv1.ListDevicesRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := req.ParseForm(); err != nil {
@@ -55,9 +56,9 @@ func request_DeviceService_ListDevices_0(ctx context.Context, marshaler runtime.
 	return msg, metadata, err
 }
 
-func local_request_DeviceService_ListDevices_0(ctx context.Context, marshaler runtime.Marshaler, server DeviceServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_DeviceService_ListDevices_0(ctx context.Context, marshaler runtime.Marshaler, server extTetherv1.DeviceServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ListDevicesRequest
+		protoReq extTetherv1.ListDevicesRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := req.ParseForm(); err != nil {
@@ -70,9 +71,9 @@ func local_request_DeviceService_ListDevices_0(ctx context.Context, marshaler ru
 	return msg, metadata, err
 }
 
-func request_DeviceService_GetDevice_0(ctx context.Context, marshaler runtime.Marshaler, client DeviceServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_DeviceService_GetDevice_0(ctx context.Context, marshaler runtime.Marshaler, client extTetherv1.DeviceServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq GetDeviceRequest
+		protoReq extTetherv1.GetDeviceRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -91,9 +92,9 @@ func request_DeviceService_GetDevice_0(ctx context.Context, marshaler runtime.Ma
 	return msg, metadata, err
 }
 
-func local_request_DeviceService_GetDevice_0(ctx context.Context, marshaler runtime.Marshaler, server DeviceServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_DeviceService_GetDevice_0(ctx context.Context, marshaler runtime.Marshaler, server extTetherv1.DeviceServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq GetDeviceRequest
+		protoReq extTetherv1.GetDeviceRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -111,9 +112,9 @@ func local_request_DeviceService_GetDevice_0(ctx context.Context, marshaler runt
 
 var filter_DeviceService_WatchDevices_0 = &utilities.DoubleArray{Encoding: map[string]int{}, Base: []int(nil), Check: []int(nil)}
 
-func request_DeviceService_WatchDevices_0(ctx context.Context, marshaler runtime.Marshaler, client DeviceServiceClient, req *http.Request, pathParams map[string]string) (DeviceService_WatchDevicesClient, runtime.ServerMetadata, error) {
+func request_DeviceService_WatchDevices_0(ctx context.Context, marshaler runtime.Marshaler, client extTetherv1.DeviceServiceClient, req *http.Request, pathParams map[string]string) (extTetherv1.DeviceService_WatchDevicesClient, runtime.ServerMetadata, error) {
 	var (
-		protoReq WatchDevicesRequest
+		protoReq extTetherv1.WatchDevicesRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := req.ParseForm(); err != nil {
@@ -137,9 +138,9 @@ func request_DeviceService_WatchDevices_0(ctx context.Context, marshaler runtime
 	return stream, metadata, nil
 }
 
-func request_DeviceService_SendCommand_0(ctx context.Context, marshaler runtime.Marshaler, client DeviceServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_DeviceService_SendCommand_0(ctx context.Context, marshaler runtime.Marshaler, client extTetherv1.DeviceServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq SendCommandRequest
+		protoReq extTetherv1.SendCommandRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -161,9 +162,9 @@ func request_DeviceService_SendCommand_0(ctx context.Context, marshaler runtime.
 	return msg, metadata, err
 }
 
-func local_request_DeviceService_SendCommand_0(ctx context.Context, marshaler runtime.Marshaler, server DeviceServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_DeviceService_SendCommand_0(ctx context.Context, marshaler runtime.Marshaler, server extTetherv1.DeviceServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq SendCommandRequest
+		protoReq extTetherv1.SendCommandRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -182,9 +183,9 @@ func local_request_DeviceService_SendCommand_0(ctx context.Context, marshaler ru
 	return msg, metadata, err
 }
 
-func request_DeviceService_DisconnectDevice_0(ctx context.Context, marshaler runtime.Marshaler, client DeviceServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_DeviceService_DisconnectDevice_0(ctx context.Context, marshaler runtime.Marshaler, client extTetherv1.DeviceServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq DisconnectDeviceRequest
+		protoReq extTetherv1.DisconnectDeviceRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -206,9 +207,9 @@ func request_DeviceService_DisconnectDevice_0(ctx context.Context, marshaler run
 	return msg, metadata, err
 }
 
-func local_request_DeviceService_DisconnectDevice_0(ctx context.Context, marshaler runtime.Marshaler, server DeviceServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_DeviceService_DisconnectDevice_0(ctx context.Context, marshaler runtime.Marshaler, server extTetherv1.DeviceServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq DisconnectDeviceRequest
+		protoReq extTetherv1.DisconnectDeviceRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -232,7 +233,7 @@ func local_request_DeviceService_DisconnectDevice_0(ctx context.Context, marshal
 // StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
 // Note that using this registration option will cause many gRPC library features to stop working. Consider using RegisterDeviceServiceHandlerFromEndpoint instead.
 // GRPC interceptors will not work for this type of registration. To use interceptors, you must use the "runtime.WithMiddlewares" option in the "runtime.NewServeMux" call.
-func RegisterDeviceServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server DeviceServiceServer) error {
+func RegisterDeviceServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server extTetherv1.DeviceServiceServer) error {
 	mux.Handle(http.MethodGet, pattern_DeviceService_ListDevices_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -351,15 +352,15 @@ func RegisterDeviceServiceHandlerFromEndpoint(ctx context.Context, mux *runtime.
 // RegisterDeviceServiceHandler registers the http handlers for service DeviceService to "mux".
 // The handlers forward requests to the grpc endpoint over "conn".
 func RegisterDeviceServiceHandler(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return RegisterDeviceServiceHandlerClient(ctx, mux, NewDeviceServiceClient(conn))
+	return RegisterDeviceServiceHandlerClient(ctx, mux, extTetherv1.NewDeviceServiceClient(conn))
 }
 
 // RegisterDeviceServiceHandlerClient registers the http handlers for service DeviceService
-// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "DeviceServiceClient".
-// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "DeviceServiceClient"
+// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "extTetherv1.DeviceServiceClient".
+// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "extTetherv1.DeviceServiceClient"
 // doesn't go through the normal gRPC flow (creating a gRPC client etc.) then it will be up to the passed in
-// "DeviceServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
-func RegisterDeviceServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client DeviceServiceClient) error {
+// "extTetherv1.DeviceServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
+func RegisterDeviceServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client extTetherv1.DeviceServiceClient) error {
 	mux.Handle(http.MethodGet, pattern_DeviceService_ListDevices_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
