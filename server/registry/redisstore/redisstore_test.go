@@ -23,7 +23,7 @@ import (
 
 var prefixes atomic.Int64
 
-func open(t *testing.T, url, prefix string, opts storetest.Options) *redisstore.Store {
+func open(t testing.TB, url, prefix string, opts storetest.Options) *redisstore.Store {
 	t.Helper()
 	st, err := redisstore.New(t.Context(), redisstore.Options{
 		URL:             url,
