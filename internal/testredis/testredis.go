@@ -26,6 +26,7 @@ type Server struct {
 	dir  string
 	port int
 	args []string // extra redis-server arguments (Options.Args)
+	more []string // arguments of the last RestartWith
 
 	mu      sync.Mutex // guards the following
 	cmd     *exec.Cmd
@@ -138,6 +139,18 @@ func (s *Server) Restart() {
 	}
 }
 
+// RestartWith is Restart with more redis-server arguments, which replace
+// those of an earlier RestartWith and stay for later restarts: for example
+// a server that comes back empty and already refusing writes
+// ("--maxmemory", "1").
+func (s *Server) RestartWith(args ...string) {
+	s.tb.Helper()
+	s.mu.Lock()
+	s.more = args
+	s.mu.Unlock()
+	s.Restart()
+}
+
 // Freeze suspends the server (SIGSTOP): connections stay open but nothing
 // is answered, like a hung or partitioned Redis.
 func (s *Server) Freeze() { s.signal(syscall.SIGSTOP, true) }
@@ -169,7 +182,8 @@ func (s *Server) start() error {
 		"--logfile", logFile,
 		"--daemonize", "no",
 	}
-	cmd := exec.Command(s.bin, append(args, s.args...)...)
+	args = append(append(args, s.args...), s.more...)
+	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", s.bin, err)
