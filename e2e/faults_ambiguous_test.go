@@ -65,7 +65,9 @@ func (c ambConfig) args() []string {
 // bound is how long after the fault a phantom may still read online:
 // a reconciliation pass, a store round trip, a mirror batch, and grace for a
 // busy machine. It is under 30 s with the production defaults.
-func (c ambConfig) bound() time.Duration { return c.reconcile + c.storeTimeout + c.mirror + 3*time.Second }
+func (c ambConfig) bound() time.Duration {
+	return c.reconcile + c.storeTimeout + c.mirror + 3*time.Second
+}
 
 func (c ambConfig) String() string {
 	return fmt.Sprintf("%v; --reconcile-interval %v --store-timeout %v --mirror-interval %v", c.lv, c.reconcile, c.storeTimeout, c.mirror)
@@ -144,7 +146,7 @@ func (s *ambSetup) liveEnded(t *testing.T) (int, map[string]float64) {
 	}
 	ended := 0
 	for reason, v := range byReason {
-		if reason != "CLIENT_CLOSED" && reason != "ORPHANED" {
+		if r := strings.ToUpper(reason); r != "CLIENT_CLOSED" && r != "ORPHANED" {
 			ended += int(v)
 		}
 	}
@@ -410,9 +412,11 @@ var errorReplyFaults = map[string]errorReplyFault{
 	},
 }
 
-func TestFaultRedisErrorReplyOOM(t *testing.T)      { runErrorReplyFault(t, errorReplyFaults["OOM"]) }
-func TestFaultRedisErrorReplyBusy(t *testing.T)     { runErrorReplyFault(t, errorReplyFaults["BUSY"]) }
-func TestFaultRedisErrorReplyReadOnly(t *testing.T) { runErrorReplyFault(t, errorReplyFaults["READONLY"]) }
+func TestFaultRedisErrorReplyOOM(t *testing.T)  { runErrorReplyFault(t, errorReplyFaults["OOM"]) }
+func TestFaultRedisErrorReplyBusy(t *testing.T) { runErrorReplyFault(t, errorReplyFaults["BUSY"]) }
+func TestFaultRedisErrorReplyReadOnly(t *testing.T) {
+	runErrorReplyFault(t, errorReplyFaults["READONLY"])
+}
 
 // runErrorReplyFault: N live sessions on one replica. Phase 1: Redis
 // answers every write with the error for the fault's length while the
@@ -446,7 +450,11 @@ func runErrorReplyFault(t *testing.T, f errorReplyFault) {
 	churnRep := churn.finish(t)
 	lift()
 	phase1 := time.Now()
+	ended1, byReason1 := s.liveEnded(t)
+	row.add("phase 1: live sessions ended during the error %d (disconnects by reason %v); %d of the %d connecting devices got in during it (%d failed attempts %v)",
+		ended1, byReason1, churnRep.EverConnected, m, churnRep.ConnectFailures, churnRep.ConnectFailuresByCode)
 	phase1At, _ := s.exact(t, cfg.bound(), []string{relPrefix, churnPrefix}, nil)
+	row.add("registry exact %s after the error ended", fmtSecs(phase1At.Sub(phase1)))
 
 	// Phase 2: the re-mirror meets the error.
 	lastID := lastEventID(t, rd.Client())
@@ -465,24 +473,28 @@ func runErrorReplyFault(t *testing.T, f errorReplyFault) {
 	}
 	stayed := s.checkStayedUp(t)
 	lower := s.comeBack(t, relPrefix, k, seen) + s.comeBack(t, churnPrefix, m, seen)
-	row.add("phase 1: registry exact %s after the error ended (%d of the %d connecting devices got in during it); phase 2 (restart empty + %s): exact %s after it ended; %s; returning devices with a lease not above the last seen: %d of %d; %s",
-		fmtSecs(phase1At.Sub(phase1)), churnRep.ConnectAttempts-churnRep.ConnectFailures, m, f.name, fmtSecs(exactAt.Sub(lifted)), stayed, lower, k+m, watch)
+	row.add("phase 2 (restart empty + %s): exact %s after it ended; %s; returning devices with a lease not above the last seen: %d of %d; %s",
+		f.name, fmtSecs(exactAt.Sub(lifted)), stayed, lower, k+m, watch)
 }
 
-// TestFaultRedisLostReplies: the replica reaches Redis through a proxy that
-// forwards requests at once but holds every reply longer than the
-// replica's --store-timeout: each command runs, the replica never learns
-// it (the outcome is unknown). Meanwhile K devices disconnect (their
-// Release ran) and M new devices connect and give up (their Claim ran: a
-// record naming the replica, which refused the agent — a phantom).
-// Afterwards: no live session ended, no phantom after the bound, leases of
-// returning devices higher.
+// TestFaultRedisLostReplies: the replica reaches Redis through a proxy
+// (internal/lostreply) that forwards requests at once and holds replies.
+// Phase 1: every reply is held longer than the replica's --store-timeout
+// while K devices disconnect: Touch batches and Releases run in Redis, the
+// replica never learns it. Phase 2: every reply is held 0.7 × the store
+// timeout while M new devices try to connect and give up: a new device's
+// Claim is two round trips (a pipeline, then the claim script), so the
+// script runs just after the first held reply, and its own reply arrives
+// after the timeout — a record naming the replica, which refused the agent
+// (a phantom). Afterwards: no live session ended, no phantom after the
+// bound, leases of returning devices higher.
 func TestFaultRedisLostReplies(t *testing.T) {
 	n, k, m := bySize(1000, 50), bySize(50, 10), bySize(50, 10)
 	cfg := ambiguousConfig()
-	hold := cfg.storeTimeout + 2*time.Second
+	holdAll := cfg.storeTimeout + cfg.storeTimeout/2
+	holdClaim := cfg.storeTimeout * 7 / 10
 	row := newFaultRow(t, fmt.Sprintf("12b. Lost Redis replies, %d sessions", n),
-		fmt.Sprintf("internal/lostreply proxy between the replica and Redis holds every reply %v (> --store-timeout) for %v while %d devices disconnect and %d new ones try to connect (and give up); %v", hold, cfg.fault, k, m, cfg),
+		fmt.Sprintf("internal/lostreply proxy between the replica and Redis: every reply held %v (> --store-timeout) for %v while %d devices disconnect; then every reply held %v (a new device's claim script runs, its reply comes too late) for %v while %d new devices try to connect and give up; %v", holdAll, cfg.fault, k, holdClaim, cfg.fault, m, cfg),
 		fmt.Sprintf("live sessions ended 0; within %v after the fault the %d online with their own leases, the %d+%d offline (no phantom), sessions held = online; leases of returning devices higher", cfg.bound(), n, k, m))
 	rd := testredis.Start(t)
 	proxy, err := lostreply.New(rd.Addr())
@@ -497,10 +509,12 @@ func TestFaultRedisLostReplies(t *testing.T) {
 	maxLeases(seen, relView)
 
 	began := time.Now()
-	proxy.Delay(hold)
+	proxy.Delay(holdAll)
 	rel.finish(t)
-	churn := startLoadgen(t, "tether-loadgen (connecting during the fault)", "--server", s.grpcs(), "--devices", strconv.Itoa(m), "--id-prefix", churnPrefix)
 	time.Sleep(time.Until(began.Add(cfg.fault)))
+	proxy.Delay(holdClaim)
+	churn := startLoadgen(t, "tether-loadgen (connecting during the fault)", "--server", s.grpcs(), "--devices", strconv.Itoa(m), "--id-prefix", churnPrefix)
+	time.Sleep(time.Until(began.Add(2 * cfg.fault)))
 	churnRep := churn.finish(t)
 	proxy.Forward()
 	proxy.CloseConns() // replies still held are lost for good
@@ -508,14 +522,16 @@ func TestFaultRedisLostReplies(t *testing.T) {
 	// What Redis itself says right after the fault: records of the M that
 	// name the replica although it holds none of them (phantoms).
 	phantoms := countPhantoms(t, rd.Client(), churnPrefix, m, s.srvs[0].node)
+	row.add("%d reply bytes held, %d dropped; right after the fault Redis named the replica for %d of the %d devices that gave up (phantoms; %d of %d connect attempts failed)",
+		proxy.Held(), proxy.Dropped(), phantoms, m, churnRep.ConnectFailures, churnRep.ConnectAttempts)
 	exactAt, views := s.exact(t, cfg.bound(), []string{relPrefix, churnPrefix}, nil)
 	for _, v := range views {
 		maxLeases(seen, v)
 	}
 	stayed := s.checkStayedUp(t)
 	lower := s.comeBack(t, relPrefix, k, seen) + s.comeBack(t, churnPrefix, m, seen)
-	row.add("%d reply bytes held, %d dropped; right after the fault Redis named the replica for %d of the %d devices that gave up (phantoms; %d connect attempts failed); registry exact %s after the fault; %s; returning devices with a lease not above the last seen: %d of %d",
-		proxy.Held(), proxy.Dropped(), phantoms, m, churnRep.ConnectFailures, fmtSecs(exactAt.Sub(lifted)), stayed, lower, k+m)
+	row.add("registry exact %s after the fault; %s; returning devices with a lease not above the last seen: %d of %d",
+		fmtSecs(exactAt.Sub(lifted)), stayed, lower, k+m)
 }
 
 // countPhantoms counts the devices prefix0…(m-1) whose hash in Redis
@@ -583,15 +599,14 @@ func TestFaultRedisClusterShardRestartedEmpty(t *testing.T) {
 	killed := time.Now()
 	cl.RestartEmpty(victim)
 	up := time.Now()
-	// How long the lost devices read as unknown (NOT_FOUND or offline).
+	row.add("master %d restarted empty in %s (%d of %d device records on it)", victim, fmtSecs(up.Sub(killed)), onShard, n)
 	exactAt, _ := s.exact(t, cfg.bound(), nil, nil)
 	watch := "the event stream lives on another shard (not lost)"
 	if eventsShard == victim && lastID != "" {
 		watch = checkResume(t, s.base(), lastID)
 	}
 	stayed := s.checkStayedUp(t)
-	row.add("master %d restarted empty in %s (%d of %d device records on it); all back with their own leases %s after it was up; %s; %s",
-		victim, fmtSecs(up.Sub(killed)), onShard, n, fmtSecs(exactAt.Sub(up)), stayed, watch)
+	row.add("all back with their own leases %s after it was up; %s; %s", fmtSecs(exactAt.Sub(up)), stayed, watch)
 }
 
 // TestFaultRedisSentinelLosesAckedWrites: Redis behind Sentinel; the
@@ -643,12 +658,14 @@ func TestFaultRedisSentinelLosesAckedWrites(t *testing.T) {
 		watch = checkResume(t, s.base(), lostID)
 	}
 	phantoms := countPhantoms(t, st.Replica.Client(), relPrefix, k, s.srvs[0].node)
+	row.add("%d replication bytes lost with the master; failover %s after the kill; the new master named the replica for %d of the %d that left (phantoms); %s",
+		lostBytes, fmtSecs(failedOver.Sub(killed)), phantoms, k, watch)
 	exactAt, _ := s.exact(t, cfg.bound(), []string{relPrefix}, map[string]int{churnPrefix: m})
 	stayed := s.checkStayedUp(t)
 	if rep := churn.finish(t); sumCounts(rep.ClosedByReason) != 0 || sumCounts(rep.StreamErrorsByCode) != 0 {
 		t.Errorf("the %d devices connected during the lag: %d closed %v, %d broken", m, sumCounts(rep.ClosedByReason), rep.ClosedByReason, sumCounts(rep.StreamErrorsByCode))
 	}
 	lower := s.comeBack(t, relPrefix, k, seen)
-	row.add("%d replication bytes lost with the master; failover %s after the kill; the new master named the replica for %d of the %d that left (phantoms); registry exact %s after the failover; %s; returning devices with a lease not above the last seen: %d of %d; %s",
-		lostBytes, fmtSecs(failedOver.Sub(killed)), phantoms, k, fmtSecs(exactAt.Sub(failedOver)), stayed, lower, k, watch)
+	row.add("registry exact %s after the failover; %s; returning devices with a lease not above the last seen: %d of %d",
+		fmtSecs(exactAt.Sub(failedOver)), stayed, lower, k)
 }
