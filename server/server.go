@@ -130,6 +130,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.checkSecurity(); err != nil {
 		return nil, err
 	}
+	if mi := cfg.Session.WithDefaults().MirrorInterval; cfg.DeviceRetention > 0 && cfg.DeviceRetention < mi {
+		return nil, fmt.Errorf("--device-retention %v is shorter than --mirror-interval %v: live devices' records would expire between two mirror writes; use a retention of at least the mirror interval", cfg.DeviceRetention, mi)
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
 	lis := cfg.Listener
 	if lis == nil {

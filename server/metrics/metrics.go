@@ -21,6 +21,9 @@ type Metrics struct {
 	CommandLatency   prometheus.Histogram
 	LateResults      prometheus.Counter
 	StoreErrors      *prometheus.CounterVec
+	Outcomes         *prometheus.CounterVec
+	Orphans          prometheus.Counter
+	Reconciles       *prometheus.CounterVec
 	Remirrors        prometheus.Counter
 	Watchers         prometheus.Gauge
 	HelloRejects     *prometheus.CounterVec
@@ -67,6 +70,15 @@ func New(reg prometheus.Registerer) *Metrics {
 		StoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_registry_errors_total", Help: "Registry store operations that failed (store unreachable or erroring), by operation.",
 		}, []string{"op"}),
+		Outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_registry_outcomes_total", Help: "Registry writes by operation and outcome class: applied, stale (a newer lease is current; the session ends), missing (the record was lost; written back) or unknown (timeout or error reply; kept and resolved).",
+		}, []string{"op", "outcome"}),
+		Orphans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_registry_orphans_ended_total", Help: "Registry records naming this replica for a session it does not hold, ended by reconciliation (reason ORPHANED).",
+		}),
+		Reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_registry_reconciles_total", Help: "Reconciliation passes of this replica, by result (ok or error).",
+		}, []string{"result"}),
 		Remirrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tether_registry_remirrors_total", Help: "Times this replica re-wrote its live sessions into the store after the store lost them.",
 		}),
@@ -82,7 +94,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Sessions, m.Connects, m.Disconnects, m.DetectionLatency, m.PingRTT, m.Takeovers,
-			m.StaleWrites, m.Commands, m.CommandLatency, m.LateResults, m.StoreErrors, m.Remirrors, m.Watchers, m.HelloRejects, m.Flaps)
+			m.StaleWrites, m.Commands, m.CommandLatency, m.LateResults, m.StoreErrors, m.Outcomes, m.Orphans, m.Reconciles, m.Remirrors, m.Watchers, m.HelloRejects, m.Flaps)
 	}
 	return m
 }
@@ -156,6 +168,31 @@ func (m *Metrics) RTT(d time.Duration) {
 func (m *Metrics) StaleWrite(op string) {
 	if m != nil {
 		m.StaleWrites.WithLabelValues(op).Inc()
+	}
+}
+
+// Outcome records a registry write's outcome class.
+func (m *Metrics) Outcome(op, outcome string) {
+	if m != nil {
+		m.Outcomes.WithLabelValues(op, outcome).Inc()
+	}
+}
+
+// Orphaned records records ended by reconciliation.
+func (m *Metrics) Orphaned(n int) {
+	if m != nil {
+		m.Orphans.Add(float64(n))
+	}
+}
+
+// Reconciled records a reconciliation pass.
+func (m *Metrics) Reconciled(ok bool) {
+	if m != nil {
+		r := "ok"
+		if !ok {
+			r = "error"
+		}
+		m.Reconciles.WithLabelValues(r).Inc()
 	}
 }
 

@@ -10,14 +10,37 @@ import (
 
 // Errors returned by every Store. Wrap them with fmt.Errorf("...: %w"); test
 // with errors.Is.
+//
+// Every write a session makes (Claim, Touch, UpdateInfo, Release, Remirror)
+// has exactly one of four outcomes, and each has one meaning for the
+// replica holding the session:
+//
+//   - Applied (nil): done.
+//   - Refused as stale (ErrStaleLease): a higher lease is current for the
+//     device — a newer session exists. The only outcome that ends a live
+//     session (as REPLACED).
+//   - Missing (ErrMissing): the record, or this session's fields, are gone
+//     or older than the lease (Redis lost data: a restart without
+//     persistence, a failover that lost acknowledged writes, a Cluster shard
+//     restarted empty). The session is written back, never ended.
+//   - Unknown (ErrUnavailable): a timeout, a connection error or an error
+//     reply (OOM, BUSY, READONLY, LOADING, MOVED/ASK, CLUSTERDOWN, ...). The
+//     write may or may not have been applied: the session is kept, the call
+//     retried, and reconciliation resolves what it left behind.
 var (
 	// ErrStaleLease: the write names a lease that is no longer the device's
-	// current one (a newer session took over, or the session already ended).
+	// current one because a newer lease was issued.
 	ErrStaleLease = errors.New("registry: stale lease")
+	// ErrMissing: the device's record, or the session's fields in it, are
+	// gone or older than the write's lease: the store lost data. Write the
+	// session back (Remirror).
+	ErrMissing = errors.New("registry: session record missing")
 	// ErrNotFound: the device is not known.
 	ErrNotFound = errors.New("registry: device not found")
-	// ErrUnavailable: the backing store cannot be reached.
-	ErrUnavailable = errors.New("registry: store unavailable")
+	// ErrUnavailable: the outcome is unknown — the store could not be
+	// reached, did not answer in time, or answered with an error reply. A
+	// write that failed so may or may not have been applied.
+	ErrUnavailable = errors.New("registry: store unavailable (outcome unknown)")
 	// ErrEventsExpired: a resume point is older than the retained events.
 	ErrEventsExpired = errors.New("registry: events before the resume point are no longer retained")
 )
@@ -26,23 +49,54 @@ var (
 type Store interface {
 	// Claim makes a new session current for req.DeviceID and returns its
 	// lease. The lease is strictly greater than every lease the store ever
-	// issued for the device and greater than req.MinLease. A session that was
+	// issued for the device, greater than req.MinLease and not below
+	// req.Now in microseconds (so a store whose own clock or data went back
+	// cannot issue a lease below one issued before). A session that was
 	// current is ended with reason REPLACED (returned in Claimed.Replaced).
 	// The new Hello's boot id decides the Restart verdict recorded on the
 	// previous session's end.
+	//
+	// Claim is idempotent per req.ClaimID: when the current session was
+	// made by the same claim id (an earlier call whose reply was lost), it
+	// is returned again with Claimed.Again set and nothing changes.
 	Claim(ctx context.Context, req ClaimRequest) (Claimed, error)
 
 	// Touch records last-seen time and RTT for many sessions at once (a
-	// batched, periodic mirror of liveness). Entries whose lease is no longer
-	// current are skipped and returned in stale; they do not fail the batch.
-	Touch(ctx context.Context, touches []Touch) (stale []Touch, err error)
+	// batched, periodic mirror of liveness). Each entry has its own outcome
+	// (see TouchResult); err reports a batch whose outcome is unknown as a
+	// whole.
+	Touch(ctx context.Context, touches []Touch) (TouchResult, error)
 
-	// UpdateInfo replaces the device info if lease is current.
+	// UpdateInfo replaces the device info if lease is current; ErrStaleLease
+	// when a newer lease exists, ErrMissing when the session's record is
+	// gone.
 	UpdateInfo(ctx context.Context, deviceID string, lease uint64, info *tetherv1.DeviceInfo) error
 
 	// Release ends the session if end.Lease is current: the device goes
-	// offline and end is recorded as its last disconnect.
+	// offline and end is recorded as its last disconnect. ErrStaleLease
+	// when a newer lease exists; ErrMissing when there is nothing to end
+	// (the record is gone, or does not show end.Lease as current).
 	Release(ctx context.Context, deviceID string, end Disconnect) error
+
+	// ReleaseClaim ends the current session only if it was made by claimID
+	// (end.Lease is ignored; the session's own lease is recorded). It
+	// resolves a Claim whose outcome was unknown and whose session never
+	// started: applied or not, afterwards no record is left by that claim.
+	// It returns nil when it ended the session, ErrMissing when the claim is
+	// not (or no longer) current.
+	ReleaseClaim(ctx context.Context, deviceID, claimID string, end Disconnect) error
+
+	// Reconcile proves that the registry matches what node holds (held:
+	// one entry per live session of node). Records that name node with a
+	// lease it does not hold are ended with reason ORPHANED, each only after
+	// orphan(deviceID, lease) confirmed it (the caller checks that the lease
+	// is still not held and no claim for the device is in flight). Held
+	// sessions that the registry lacks, or records with an older lease, are
+	// returned in Missing (the caller writes them back); held sessions whose
+	// device has a newer lease are returned in Stale. A store may skip
+	// checking held sessions whose per-node index entry matches (Touch
+	// verifies those).
+	Reconcile(ctx context.Context, node string, held []Held, orphan func(deviceID string, lease uint64) bool) (Reconciled, error)
 
 	// Get returns one device.
 	Get(ctx context.Context, deviceID string) (Record, error)
@@ -74,11 +128,43 @@ type Store interface {
 	// Remirror re-asserts live sessions after the store lost data (e.g. a
 	// Redis restart without persistence). Each session is written back with
 	// its own lease, only where the store holds no newer lease for the device.
-	// It returns the sessions that were refused because a newer lease exists.
-	Remirror(ctx context.Context, sessions []Live) (stale []Live, err error)
+	// It returns the sessions refused because a newer lease exists (Stale)
+	// and those whose outcome is unknown (Unknown: an error reply).
+	Remirror(ctx context.Context, sessions []Live) (RemirrorResult, error)
 
 	// Close releases the store's resources (not the registry's records).
 	Close() error
+}
+
+// OutcomeOf names the outcome class of a store write's error: "applied"
+// (nil), "stale", "missing" or "unknown" (anything else, including context
+// errors: the write may have been applied).
+func OutcomeOf(err error) string {
+	switch {
+	case err == nil:
+		return "applied"
+	case errors.Is(err, ErrStaleLease):
+		return "stale"
+	case errors.Is(err, ErrMissing):
+		return "missing"
+	}
+	return "unknown"
+}
+
+// Epocher is implemented by stores that can tell when the server behind
+// them changed (a restart, a failover): the moments acknowledged writes can
+// be lost. The value is opaque; a change is what matters.
+type Epocher interface {
+	Epoch(ctx context.Context) (string, error)
+}
+
+// IndexSweeper is implemented by stores whose device index needs cleaning
+// of expired devices in the background.
+type IndexSweeper interface {
+	// SweepIndex checks up to n index entries after cursor and removes
+	// those of expired devices; it returns the cursor to continue from
+	// ("" at the end) and how many it removed.
+	SweepIndex(ctx context.Context, cursor string, n int) (next string, removed int, err error)
 }
 
 // ClaimRequest describes a new session.
@@ -92,11 +178,18 @@ type ClaimRequest struct {
 	// MinLease is a floor for the new lease: the caller's knowledge of leases
 	// still held (e.g. a local session for the same device).
 	MinLease uint64
+	// ClaimID identifies this claim (random, unique per Hello). A retry of
+	// a claim whose reply was lost carries the same id and gets the same
+	// lease back; ReleaseClaim undoes exactly this claim.
+	ClaimID string
 }
 
 // Claimed is the result of a Claim.
 type Claimed struct {
 	Lease uint64
+	// Again is set when the claim had already been applied by an earlier
+	// call with the same ClaimID (its reply was lost).
+	Again bool
 	// Replaced is the session that was current and is now ended as REPLACED,
 	// or nil.
 	Replaced *Disconnect
@@ -108,6 +201,48 @@ type Touch struct {
 	Lease    uint64
 	LastSeen time.Time
 	RTT      time.Duration
+}
+
+// TouchResult sorts the entries of a Touch batch that were not applied by
+// outcome. Entries in none of the lists were applied.
+type TouchResult struct {
+	// Stale: a newer lease is current for the device (end the session).
+	Stale []Touch
+	// Missing: the record or the session's fields are gone or older (write
+	// the session back).
+	Missing []Touch
+	// Unknown: the entry got an error reply (keep the session, retry).
+	Unknown []Touch
+}
+
+// RemirrorResult sorts the sessions of a Remirror call that were not
+// written back.
+type RemirrorResult struct {
+	// Stale: a newer lease exists for the device.
+	Stale []Live
+	// Unknown: an error reply; the write may or may not have applied.
+	Unknown []Live
+}
+
+// Held is a session a node holds, as given to Reconcile.
+type Held struct {
+	DeviceID string
+	Lease    uint64
+}
+
+// Reconciled is what Reconcile found and did.
+type Reconciled struct {
+	// Orphaned are the records Reconcile ended (reason ORPHANED).
+	Orphaned []Disconnect
+	// OrphanedIDs are the device ids of Orphaned, in the same order.
+	OrphanedIDs []string
+	// Missing are held sessions the registry lacks or has older: write
+	// them back.
+	Missing []Held
+	// Stale are held sessions whose device has a newer lease.
+	Stale []Held
+	// Checked is how many records Reconcile read.
+	Checked int
 }
 
 // Live is a session held by a node, as re-asserted by Remirror.

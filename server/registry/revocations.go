@@ -20,3 +20,10 @@ type Revocations interface {
 	// re-check its live sessions only when it moved.
 	RevocationVersion(ctx context.Context) (uint64, error)
 }
+
+// BatchRevocations is implemented by deny lists that check many tokens in
+// one round trip (the revocation loop uses it when present).
+type BatchRevocations interface {
+	// RevokedMany reports which of tokenIDs are on the deny list now.
+	RevokedMany(ctx context.Context, tokenIDs []string) (map[string]bool, error)
+}

@@ -92,6 +92,31 @@ func NextLease(highest uint64, now time.Time, minLease uint64) uint64 {
 	return lease
 }
 
+// ClaimFloor is the floor a claim's lease must exceed: the caller's MinLease
+// and the claiming replica's clock (req.Now in microseconds). With the
+// store's own clock in NextLease, a lease can go backwards only if the store
+// lost the device's record and both the store's clock and the claiming
+// replica's clock are behind the clock that issued the previous lease.
+func ClaimFloor(req ClaimRequest) uint64 {
+	floor := req.MinLease
+	if us := req.Now.UnixMicro(); us > 0 && uint64(us) > floor {
+		floor = uint64(us)
+	}
+	return floor
+}
+
+// Orphaned is the end Reconcile records for a session whose node does not
+// hold it.
+func Orphaned(s *Session, now time.Time) Disconnect {
+	return Disconnect{
+		Lease:   s.Lease,
+		Node:    s.Node,
+		Reason:  tetherv1.DisconnectReason_DISCONNECT_REASON_ORPHANED,
+		Time:    now,
+		Message: "node " + s.Node + " does not hold this session (a lost claim reply or a lost release); ended by reconciliation",
+	}
+}
+
 // NodeLost is the end a store reports for a session whose node's liveness
 // lapsed: reason NODE_LOST at the best estimate of when it was lost (the
 // last recorded sign of life).

@@ -2,7 +2,8 @@ package session
 
 import (
 	"context"
-	"errors"
+	crand "crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -36,7 +37,12 @@ type Hub struct {
 	mu       sync.Mutex
 	sessions map[string]*Session
 	draining bool
-	releases []pendingRelease // Release calls to retry (store was unavailable)
+	releases []pendingRelease // Release/ReleaseClaim calls whose outcome was unknown, to retry
+	claiming map[string]int   // device id -> Claims in flight (reconciliation leaves those alone)
+	epoch    string           // the store's last seen registry.Epocher value
+
+	retryTouch   atomic.Bool // a touch had unknown outcomes: touch again at the next renewal
+	reconcileNow atomic.Bool // reconcile at the next renewal (the store changed server)
 
 	flaps        *flapGuard
 	active       sync.WaitGroup // running Connect handlers
@@ -50,11 +56,18 @@ func (h *Hub) StoreHealthy() bool { return h.storeHealthy.Load() }
 
 func (h *Hub) setStoreHealthy(ok bool) { h.storeHealthy.Store(ok) }
 
-// pendingRelease is a Release to retry once the store is reachable again.
+// pendingRelease is a Release (or, with claimID, a ReleaseClaim) whose
+// outcome was unknown, to retry until it is known.
 type pendingRelease struct {
 	deviceID string
+	claimID  string
 	end      registry.Disconnect
 }
+
+// claimAttempts is how many times open sends a Claim whose outcome is
+// unknown (the same claim id each time: a retry of an applied claim returns
+// the same lease) before it refuses the agent and undoes the claim.
+const claimAttempts = 2
 
 // NewHub creates a Hub. m may be nil.
 func NewHub(cfg Config, store registry.Store, m *metrics.Metrics) (*Hub, error) {
@@ -62,7 +75,7 @@ func NewHub(cfg Config, store registry.Store, m *metrics.Metrics) (*Hub, error) 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Hub{cfg: cfg, store: store, metrics: m, log: cfg.Logger, sessions: make(map[string]*Session), flaps: newFlapGuard(cfg)}, nil
+	return &Hub{cfg: cfg, store: store, metrics: m, log: cfg.Logger, sessions: make(map[string]*Session), claiming: make(map[string]int), flaps: newFlapGuard(cfg)}, nil
 }
 
 // Config returns the hub's effective configuration.
@@ -214,15 +227,22 @@ func (h *Hub) open(ctx context.Context, hello *tetherv1.Hello) (*Session, error)
 		floor = old.Lease
 	}
 	now := time.Now()
-	sctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
-	claimed, err := h.store.Claim(sctx, registry.ClaimRequest{
-		DeviceID: id, Node: h.cfg.Node, RemoteAddr: remote, Mode: mode, Info: info, Now: now, MinLease: floor,
-	})
-	cancel()
+	req := registry.ClaimRequest{
+		DeviceID: id, Node: h.cfg.Node, RemoteAddr: remote, Mode: mode, Info: info, Now: now, MinLease: floor, ClaimID: newClaimID(),
+	}
+	h.mu.Lock()
+	h.claiming[id]++
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		if h.claiming[id]--; h.claiming[id] <= 0 {
+			delete(h.claiming, id)
+		}
+		h.mu.Unlock()
+	}()
+	claimed, err := h.claim(ctx, req)
 	if err != nil {
-		h.metrics.StoreError("claim")
-		h.log.Warn("claim failed", "device", id, "err", err)
-		return nil, status.Errorf(codes.Unavailable, "registry unavailable, retry with backoff: %v", err)
+		return nil, err
 	}
 	if claimed.Replaced != nil && h.flaps.takeover(id, now) {
 		h.metrics.Flapping()
@@ -230,11 +250,12 @@ func (h *Hub) open(ctx context.Context, hello *tetherv1.Hello) (*Session, error)
 			"limit", h.cfg.FlapLimit, "window", h.cfg.FlapWindow, "cooldown", h.cfg.FlapCooldown, "event", tetherv1.EventType_EVENT_TYPE_FLAPPING.String())
 	}
 	var tokenID string
+	var tokenExpiry time.Time
 	if d, ok := access.DeviceFrom(ctx); ok {
-		tokenID = d.TokenID
+		tokenID, tokenExpiry = d.TokenID, d.Expiry
 	}
 	s := &Session{
-		DeviceID: id, Lease: claimed.Lease, TokenID: tokenID, Mode: mode, RemoteAddr: remote, ConnectedAt: now, BootID: info.GetBootId(),
+		DeviceID: id, Lease: claimed.Lease, TokenID: tokenID, TokenExpiry: tokenExpiry, Mode: mode, RemoteAddr: remote, ConnectedAt: now, BootID: info.GetBootId(),
 		hub: h, conn: ConnFrom(ctx),
 		sendQ: make(chan *tetherv1.ConnectResponse, h.cfg.SendQueue), done: make(chan struct{}), recorded: make(chan struct{}),
 		endReq: make(chan endRequest, 1), pending: make(map[string]chan *tetherv1.CommandResult),
@@ -264,6 +285,52 @@ func (h *Hub) open(ctx context.Context, hello *tetherv1.Hello) (*Session, error)
 	}
 	h.log.Info("session started", attrs...)
 	return s, nil
+}
+
+// claim sends req (again, with the same claim id, while its outcome is
+// unknown). When the outcome stays unknown, the agent is refused and the
+// claim is undone with ReleaseClaim — retried until its outcome is known —
+// so a claim whose reply was lost can never leave the device reading online
+// with no session behind it.
+func (h *Hub) claim(ctx context.Context, req registry.ClaimRequest) (registry.Claimed, error) {
+	var err error
+	for attempt := 0; attempt < claimAttempts; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+			}
+		}
+		sctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
+		var c registry.Claimed
+		c, err = h.store.Claim(sctx, req)
+		cancel()
+		if err == nil {
+			h.metrics.Outcome("claim", "applied")
+			if c.Again {
+				h.log.Info("claim applied by an earlier attempt whose reply was lost", "device", req.DeviceID, "lease", c.Lease)
+			}
+			return c, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	h.metrics.StoreError("claim")
+	h.metrics.Outcome("claim", "unknown")
+	h.log.Warn("claim outcome unknown; refusing the agent and undoing the claim", "device", req.DeviceID, "claim", req.ClaimID, "err", err)
+	h.releaseClaim(req.DeviceID, req.ClaimID, registry.Disconnect{
+		Node: h.cfg.Node, Reason: tetherv1.DisconnectReason_DISCONNECT_REASON_ORPHANED, Time: time.Now(),
+		Message: "the claim's outcome was unknown (a lost reply or an error reply); the agent was refused and reconnects",
+	})
+	return registry.Claimed{}, status.Error(codes.Unavailable, "registry unavailable, retry with backoff")
+}
+
+// newClaimID returns a random claim id.
+func newClaimID() string {
+	var b [12]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // close finishes a session: it leaves the hub (only if it is still the
@@ -296,16 +363,38 @@ func (h *Hub) release(deviceID string, d registry.Disconnect) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
 	defer cancel()
 	err := h.store.Release(ctx, deviceID, d)
-	switch {
-	case err == nil:
-	case errors.Is(err, registry.ErrStaleLease), errors.Is(err, registry.ErrNotFound):
+	outcome := registry.OutcomeOf(err)
+	h.metrics.Outcome("release", outcome)
+	switch outcome {
+	case "applied":
+	case "stale", "missing":
+		// A newer session exists, or there is nothing left to end.
 		h.metrics.StaleWrite("release")
-		h.log.Debug("stale release refused", "device", deviceID, "lease", d.Lease, "reason", metrics.ReasonLabel(d.Reason))
+		h.log.Debug("release found nothing to end", "device", deviceID, "lease", d.Lease, "reason", metrics.ReasonLabel(d.Reason), "outcome", outcome)
 	default:
 		h.metrics.StoreError("release")
-		h.log.Warn("release failed; will retry", "device", deviceID, "lease", d.Lease, "err", err)
+		h.log.Warn("release outcome unknown; will retry", "device", deviceID, "lease", d.Lease, "err", err)
 		h.mu.Lock()
-		h.releases = append(h.releases, pendingRelease{deviceID, d})
+		h.releases = append(h.releases, pendingRelease{deviceID: deviceID, end: d})
+		h.mu.Unlock()
+	}
+}
+
+// releaseClaim undoes a claim whose outcome was unknown; it retries until
+// the outcome is known.
+func (h *Hub) releaseClaim(deviceID, claimID string, d registry.Disconnect) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
+	defer cancel()
+	err := h.store.ReleaseClaim(ctx, deviceID, claimID, d)
+	outcome := registry.OutcomeOf(err)
+	h.metrics.Outcome("release_claim", outcome)
+	switch outcome {
+	case "applied":
+		h.log.Info("undid a claim whose outcome had been unknown", "device", deviceID, "claim", claimID)
+	case "stale", "missing":
+	default:
+		h.mu.Lock()
+		h.releases = append(h.releases, pendingRelease{deviceID: deviceID, claimID: claimID, end: d})
 		h.mu.Unlock()
 	}
 }
@@ -320,15 +409,26 @@ func (h *Hub) updateInfo(ctx context.Context, s *Session, info *tetherv1.DeviceI
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
 	defer cancel()
 	err := h.store.UpdateInfo(ctx, s.DeviceID, s.Lease, info)
-	switch {
-	case err == nil:
+	outcome := registry.OutcomeOf(err)
+	h.metrics.Outcome("update_info", outcome)
+	switch outcome {
+	case "applied":
 		s.info.Store(info)
-	case errors.Is(err, registry.ErrStaleLease), errors.Is(err, registry.ErrNotFound):
+	case "stale":
 		h.metrics.StaleWrite("update_info")
 		h.log.Debug("stale info update refused", "device", s.DeviceID, "lease", s.Lease)
+	case "missing":
+		// The registry lost this session: write it back with the new info.
+		s.info.Store(info)
+		if err := h.remirror(ctx, []*Session{s}); err != nil {
+			h.metrics.StoreError("remirror")
+			h.retryTouch.Store(true)
+		}
 	default:
+		// Keep the agent's info: the next write-back carries it.
+		s.info.Store(info)
 		h.metrics.StoreError("update_info")
-		h.log.Warn("info update failed", "device", s.DeviceID, "lease", s.Lease, "err", err)
+		h.log.Warn("info update outcome unknown", "device", s.DeviceID, "lease", s.Lease, "err", err)
 	}
 }
 

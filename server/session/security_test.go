@@ -139,3 +139,36 @@ type authedStream struct {
 }
 
 func (s *authedStream) Context() context.Context { return s.ctx }
+
+// A session ends when its device token expires, not only when it is
+// revoked: the credentials stop being accepted at that moment.
+func TestAnExpiringTokenEndsItsSession(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := memstore.New(memstore.Options{})
+		cfg := testConfig("n1")
+		expiry := time.Now().Add(90 * time.Second)
+		r := startReplicaAs(t, store, cfg, access.Device{ID: "dev-a", TokenID: "tok1", Expiry: expiry})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go r.hub.WatchRevocations(ctx, store)
+		d := connect(t, r, "dev-a", "b", true)
+		for {
+			m, err := d.stream.Recv()
+			if err != nil {
+				t.Fatalf("stream ended without Close: %v", err)
+			}
+			if m.GetPing() != nil {
+				_ = d.stream.Send(&tetherv1.ConnectRequest{Msg: &tetherv1.ConnectRequest_Pong{Pong: &tetherv1.Pong{Seq: m.GetPing().GetSeq()}}})
+			}
+			if c := m.GetClose(); c != nil {
+				if c.GetReason() != tetherv1.DisconnectReason_DISCONNECT_REASON_AUTH_FAILED {
+					t.Fatalf("Close reason %v; want AUTH_FAILED (token expired)", c.GetReason())
+				}
+				break
+			}
+		}
+		if now := time.Now(); now.Before(expiry) || now.Sub(expiry) > cfg.WithDefaults().RevocationPoll {
+			t.Fatalf("session ended at %v; want within one poll after the expiry %v", now, expiry)
+		}
+	})
+}

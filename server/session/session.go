@@ -32,6 +32,9 @@ type Session struct {
 	// TokenID is the device token the session authenticated with ("" for a
 	// certificate or dev mode); revoking it ends the session.
 	TokenID string
+	// TokenExpiry is when that token expires (zero: no expiry); the
+	// revocation loop ends the session then.
+	TokenExpiry time.Time
 
 	hub   *Hub
 	conn  *Conn // nil when the transport is not tracked

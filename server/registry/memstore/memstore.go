@@ -58,6 +58,7 @@ type Store struct {
 type device struct {
 	rec     registry.Record // as stored: Session may sit on a dead node
 	expires time.Time
+	claimID string // the ClaimID that made the current session ("" after Remirror)
 }
 
 type node struct {
@@ -122,7 +123,10 @@ func (s *Store) Claim(ctx context.Context, req registry.ClaimRequest) (registry.
 		d = s.newDeviceLocked(req.DeviceID, req.Now)
 	}
 	rec := &d.rec
-	lease := registry.NextLease(rec.Lease, now, req.MinLease)
+	if req.ClaimID != "" && d.claimID == req.ClaimID && rec.Session != nil {
+		return registry.Claimed{Lease: rec.Session.Lease, Again: true}, nil
+	}
+	lease := registry.NextLease(rec.Lease, now, registry.ClaimFloor(req))
 	verdict := registry.RestartVerdict(rec.Info.GetBootId(), req.Info.GetBootId())
 
 	var out registry.Claimed
@@ -161,40 +165,50 @@ func (s *Store) Claim(ctx context.Context, req registry.ClaimRequest) (registry.
 		rec.Info = proto.Clone(req.Info).(*tetherv1.DeviceInfo)
 	}
 	d.expires = now.Add(s.deviceRetention)
+	d.claimID = req.ClaimID
 	s.appendLocked(registry.Event{Type: tetherv1.EventType_EVENT_TYPE_ONLINE, DeviceID: req.DeviceID, Lease: lease, Time: req.Now, Node: req.Node})
 	out.Lease = lease
 	return out, nil
 }
 
 // Touch implements registry.Store.
-func (s *Store) Touch(ctx context.Context, touches []registry.Touch) ([]registry.Touch, error) {
+func (s *Store) Touch(ctx context.Context, touches []registry.Touch) (registry.TouchResult, error) {
+	var res registry.TouchResult
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return res, unknown(err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, errClosed
+		return res, errClosed
 	}
 	now := time.Now()
-	var stale []registry.Touch
 	for _, t := range touches {
-		d := s.currentLocked(t.DeviceID, t.Lease, now)
-		if d == nil {
-			stale = append(stale, t)
+		d, err := s.currentLocked(t.DeviceID, t.Lease, now)
+		switch {
+		case errors.Is(err, registry.ErrStaleLease):
+			res.Stale = append(res.Stale, t)
+			continue
+		case err != nil:
+			res.Missing = append(res.Missing, t)
 			continue
 		}
 		d.rec.Session.LastSeen = t.LastSeen
 		d.rec.Session.RTT = t.RTT
 		d.expires = now.Add(s.deviceRetention)
 	}
-	return stale, nil
+	return res, nil
+}
+
+// unknown marks a context error as an unknown outcome.
+func unknown(err error) error {
+	return fmt.Errorf("%w: %w", registry.ErrUnavailable, err)
 }
 
 // UpdateInfo implements registry.Store.
 func (s *Store) UpdateInfo(ctx context.Context, deviceID string, lease uint64, info *tetherv1.DeviceInfo) error {
 	if err := ctx.Err(); err != nil {
-		return err
+		return unknown(err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -202,9 +216,9 @@ func (s *Store) UpdateInfo(ctx context.Context, deviceID string, lease uint64, i
 		return errClosed
 	}
 	now := time.Now()
-	d := s.currentLocked(deviceID, lease, now)
-	if d == nil {
-		return fmt.Errorf("update info of %s with lease %d: %w", deviceID, lease, registry.ErrStaleLease)
+	d, err := s.currentLocked(deviceID, lease, now)
+	if err != nil {
+		return fmt.Errorf("update info of %s with lease %d: %w", deviceID, lease, err)
 	}
 	if info != nil {
 		d.rec.Info = proto.Clone(info).(*tetherv1.DeviceInfo)
@@ -219,7 +233,7 @@ func (s *Store) UpdateInfo(ctx context.Context, deviceID string, lease uint64, i
 // Release implements registry.Store.
 func (s *Store) Release(ctx context.Context, deviceID string, end registry.Disconnect) error {
 	if err := ctx.Err(); err != nil {
-		return err
+		return unknown(err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -227,18 +241,103 @@ func (s *Store) Release(ctx context.Context, deviceID string, end registry.Disco
 		return errClosed
 	}
 	now := time.Now()
-	d := s.currentLocked(deviceID, end.Lease, now)
-	if d == nil {
-		return fmt.Errorf("release %s lease %d: %w", deviceID, end.Lease, registry.ErrStaleLease)
+	d, err := s.currentLocked(deviceID, end.Lease, now)
+	if err != nil {
+		return fmt.Errorf("release %s lease %d: %w", deviceID, end.Lease, err)
 	}
+	s.releaseLocked(d, end, now)
+	return nil
+}
+
+// ReleaseClaim implements registry.Store.
+func (s *Store) ReleaseClaim(ctx context.Context, deviceID, claimID string, end registry.Disconnect) error {
+	if err := ctx.Err(); err != nil {
+		return unknown(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errClosed
+	}
+	now := time.Now()
+	d := s.deviceLocked(deviceID, now)
+	if claimID == "" || d == nil || d.rec.Session == nil || d.claimID != claimID {
+		return fmt.Errorf("release claim %s of %s: %w", claimID, deviceID, registry.ErrMissing)
+	}
+	end.Lease = d.rec.Session.Lease
+	s.releaseLocked(d, end, now)
+	return nil
+}
+
+// Reconcile implements registry.Store. The whole registry is in memory, so
+// it checks every record that names node and every held session.
+func (s *Store) Reconcile(ctx context.Context, nodeName string, held []registry.Held, orphan func(deviceID string, lease uint64) bool) (registry.Reconciled, error) {
+	var out registry.Reconciled
+	if err := ctx.Err(); err != nil {
+		return out, unknown(err)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return out, errClosed
+	}
+	now := time.Now()
+	holds := make(map[string]uint64, len(held))
+	for _, h := range held {
+		holds[h.DeviceID] = h.Lease
+		out.Checked++
+		d := s.deviceLocked(h.DeviceID, now)
+		switch {
+		case d != nil && d.rec.Lease > h.Lease:
+			out.Stale = append(out.Stale, h)
+		case d == nil || d.rec.Lease < h.Lease || d.rec.Session == nil || d.rec.Session.Lease != h.Lease || d.rec.Session.Node != nodeName:
+			out.Missing = append(out.Missing, h)
+		}
+	}
+	type cand struct {
+		id    string
+		lease uint64
+	}
+	var cands []cand
+	for _, id := range s.ids {
+		d := s.deviceLocked(id, now)
+		if d == nil || d.rec.Session == nil || d.rec.Session.Node != nodeName {
+			continue
+		}
+		out.Checked++
+		if l, ok := holds[id]; !ok || l != d.rec.Session.Lease {
+			cands = append(cands, cand{id, d.rec.Session.Lease})
+		}
+	}
+	s.mu.Unlock()
+	// The callback runs without the store's lock (it takes the caller's).
+	for _, c := range cands {
+		if !orphan(c.id, c.lease) {
+			continue
+		}
+		s.mu.Lock()
+		if d, err := s.currentLocked(c.id, c.lease, time.Now()); err == nil && d.rec.Session.Node == nodeName {
+			end := registry.Orphaned(d.rec.Session, time.Now())
+			s.releaseLocked(d, end, time.Now())
+			out.Orphaned = append(out.Orphaned, end)
+			out.OrphanedIDs = append(out.OrphanedIDs, c.id)
+		}
+		s.mu.Unlock()
+	}
+	return out, nil
+}
+
+// releaseLocked ends d's current session with end.
+func (s *Store) releaseLocked(d *device, end registry.Disconnect, now time.Time) {
+	deviceID := d.rec.DeviceID
 	if end.Node == "" {
 		end.Node = d.rec.Session.Node
 	}
 	d.rec.Session = nil
+	d.claimID = ""
 	d.rec.LastDisconnect = &end
 	d.expires = now.Add(s.deviceRetention)
 	s.appendLocked(registry.Event{Type: tetherv1.EventType_EVENT_TYPE_OFFLINE, DeviceID: deviceID, Lease: end.Lease, Reason: end.Reason, Time: end.Time, Node: end.Node})
-	return nil
 }
 
 // Get implements registry.Store.
@@ -319,6 +418,10 @@ func (s *Store) ReadEvents(ctx context.Context, after string, limit int, wait ti
 		if s.closed {
 			s.mu.Unlock()
 			return nil, errClosed
+		}
+		if after != "" && afterSeq > s.seq {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("resume after event %q: the newest event is %s: %w", after, s.eventID(s.seq), registry.ErrEventsExpired)
 		}
 		if after != "" && afterSeq < s.trimmed {
 			s.mu.Unlock()
@@ -418,20 +521,20 @@ func (s *Store) DropNode(ctx context.Context, nodeName string) error {
 }
 
 // Remirror implements registry.Store.
-func (s *Store) Remirror(ctx context.Context, sessions []registry.Live) ([]registry.Live, error) {
+func (s *Store) Remirror(ctx context.Context, sessions []registry.Live) (registry.RemirrorResult, error) {
+	var res registry.RemirrorResult
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return res, unknown(err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, errClosed
+		return res, errClosed
 	}
 	now := time.Now()
-	var stale []registry.Live
 	for _, l := range sessions {
 		if l.DeviceID == "" || l.Lease == 0 {
-			stale = append(stale, l)
+			res.Stale = append(res.Stale, l)
 			continue
 		}
 		d := s.deviceLocked(l.DeviceID, now)
@@ -440,8 +543,11 @@ func (s *Store) Remirror(ctx context.Context, sessions []registry.Live) ([]regis
 		}
 		rec := &d.rec
 		if rec.Lease > l.Lease {
-			stale = append(stale, l)
+			res.Stale = append(res.Stale, l)
 			continue
+		}
+		if rec.Session == nil || rec.Session.Lease != l.Lease {
+			d.claimID = ""
 		}
 		wasCurrent := rec.Session != nil && rec.Session.Lease == l.Lease
 		rec.Lease = l.Lease
@@ -462,7 +568,7 @@ func (s *Store) Remirror(ctx context.Context, sessions []registry.Live) ([]regis
 			s.appendLocked(registry.Event{Type: tetherv1.EventType_EVENT_TYPE_ONLINE, DeviceID: l.DeviceID, Lease: l.Lease, Time: l.ConnectedAt, Node: l.Node})
 		}
 	}
-	return stale, nil
+	return res, nil
 }
 
 // Close implements registry.Store: later calls fail with ErrUnavailable and
@@ -499,13 +605,17 @@ func (s *Store) newDeviceLocked(id string, firstSeen time.Time) *device {
 }
 
 // currentLocked returns the device's entry when lease is its current
-// session's, else nil.
-func (s *Store) currentLocked(id string, lease uint64, now time.Time) *device {
+// session's; otherwise ErrStaleLease when a newer lease was issued, else
+// ErrMissing (no record, or it does not show lease as current).
+func (s *Store) currentLocked(id string, lease uint64, now time.Time) (*device, error) {
 	d := s.deviceLocked(id, now)
-	if d == nil || d.rec.Session == nil || d.rec.Session.Lease != lease {
-		return nil
+	switch {
+	case d != nil && d.rec.Lease > lease:
+		return nil, registry.ErrStaleLease
+	case d == nil || d.rec.Session == nil || d.rec.Session.Lease != lease:
+		return nil, registry.ErrMissing
 	}
-	return d
+	return d, nil
 }
 
 func (s *Store) nodeAliveLocked(name string, now time.Time) bool {

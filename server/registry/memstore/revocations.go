@@ -52,3 +52,17 @@ func (s *Store) RevocationVersion(context.Context) (uint64, error) {
 	defer r.mu.Unlock()
 	return r.version, nil
 }
+
+// RevokedMany implements registry.BatchRevocations.
+func (s *Store) RevokedMany(_ context.Context, tokenIDs []string) (map[string]bool, error) {
+	r := &s.revoked
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	out := make(map[string]bool, len(tokenIDs))
+	for _, id := range tokenIDs {
+		u, ok := r.until[id]
+		out[id] = ok && u.After(now)
+	}
+	return out, nil
+}

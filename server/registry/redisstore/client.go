@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/url"
@@ -19,9 +20,11 @@ import (
 //
 // The options are go-redis's own URL parameters (dial_timeout, read_timeout,
 // write_timeout, pool_size, max_retries, skip_verify, ...; see the go-redis
-// ParseURL docs). Unless the URL sets context_timeout_enabled, context
-// deadlines bound every command, so a caller's timeout also bounds a hung
-// Redis.
+// ParseURL docs), plus two applied here for every form: skip_verify=true
+// (rediss:// without certificate verification) and
+// context_timeout_enabled=false (context deadlines then do not bound
+// commands; by default they do, so a caller's timeout also bounds a hung
+// Redis).
 func newClient(rawURL string) (redis.UniversalClient, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -35,11 +38,23 @@ func newClient(rawURL string) (redis.UniversalClient, error) {
 		return nil, fmt.Errorf("redisstore: URL scheme %q: want redis:// or rediss://", u.Scheme)
 	}
 	q := u.Query()
-	ctxTimeouts := !q.Has("context_timeout_enabled")
+	// Options go-redis's URL parsers do not all take: applied here.
+	ctxTimeouts := true
+	if v := q.Get("context_timeout_enabled"); v != "" {
+		ctxTimeouts = isTrue(v)
+	}
+	skipVerify := isTrue(q.Get("skip_verify"))
 	cluster := q.Get("cluster")
-	q.Del("cluster")
+	for _, k := range []string{"cluster", "context_timeout_enabled", "skip_verify"} {
+		q.Del(k)
+	}
 	u.RawQuery = q.Encode()
 	clean := u.String()
+	insecureTLS := func(c *tls.Config) {
+		if c != nil && skipVerify {
+			c.InsecureSkipVerify = true
+		}
+	}
 
 	switch {
 	case q.Has("master_name"):
@@ -47,27 +62,24 @@ func newClient(rawURL string) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: sentinel URL: %w", err)
 		}
-		if ctxTimeouts {
-			opts.ContextTimeoutEnabled = true
-		}
+		opts.ContextTimeoutEnabled = ctxTimeouts
+		insecureTLS(opts.TLSConfig)
 		return redis.NewFailoverClient(opts), nil
 	case q.Has("addr") || isTrue(cluster):
 		opts, err := redis.ParseClusterURL(clean)
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: cluster URL: %w", err)
 		}
-		if ctxTimeouts {
-			opts.ContextTimeoutEnabled = true
-		}
+		opts.ContextTimeoutEnabled = ctxTimeouts
+		insecureTLS(opts.TLSConfig)
 		return redis.NewClusterClient(opts), nil
 	default:
 		opts, err := redis.ParseURL(clean)
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: URL: %w", err)
 		}
-		if ctxTimeouts {
-			opts.ContextTimeoutEnabled = true
-		}
+		opts.ContextTimeoutEnabled = ctxTimeouts
+		insecureTLS(opts.TLSConfig)
 		return redis.NewClient(opts), nil
 	}
 }

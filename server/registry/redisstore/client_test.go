@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"crypto/tls"
 	"strings"
 	"testing"
 
@@ -69,5 +70,37 @@ func TestBadURLsAreRefusedWithoutLeakingThePassword(t *testing.T) {
 		if strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("%s: error leaks the password: %v", u, err)
 		}
+	}
+}
+
+func TestDocumentedURLOptionsAreAccepted(t *testing.T) {
+	for _, tc := range []struct {
+		url        string
+		ctxTimeout bool
+		skip       bool
+	}{
+		{"redis://h:6379?context_timeout_enabled=false", false, false},
+		{"redis://h:6379?context_timeout_enabled=true", true, false},
+		{"rediss://h:6379?skip_verify=true", true, true},
+		{"rediss://h1:6379?addr=h2:6379&skip_verify=true&context_timeout_enabled=false", false, true},
+		{"redis://h1:6379?cluster=true&context_timeout_enabled=false", false, false},
+	} {
+		c, err := newClient(tc.url)
+		if err != nil {
+			t.Errorf("%s: %v", tc.url, err)
+			continue
+		}
+		var ctxT bool
+		var tlsc *tls.Config
+		switch cl := c.(type) {
+		case *redis.ClusterClient:
+			ctxT, tlsc = cl.Options().ContextTimeoutEnabled, cl.Options().TLSConfig
+		case *redis.Client:
+			ctxT, tlsc = cl.Options().ContextTimeoutEnabled, cl.Options().TLSConfig
+		}
+		if ctxT != tc.ctxTimeout || (tlsc != nil && tlsc.InsecureSkipVerify) != tc.skip {
+			t.Errorf("%s: context timeouts %v, skip verify %v; want %v, %v", tc.url, ctxT, tlsc != nil && tlsc.InsecureSkipVerify, tc.ctxTimeout, tc.skip)
+		}
+		_ = c.Close()
 	}
 }

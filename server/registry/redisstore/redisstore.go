@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -59,6 +60,7 @@ type Options struct {
 // Store is the Redis registry.Store.
 type Store struct {
 	sent        *commandCounter
+	errs        *errorCounter
 	rdb         redis.UniversalClient
 	prefix      string
 	eventMaxLen int64
@@ -91,12 +93,14 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	routeClientLogs(opts.Logger)
 	rdb, err := newClient(opts.URL)
 	if err != nil {
 		return nil, err
 	}
 	s := &Store{
 		sent:        &commandCounter{},
+		errs:        &errorCounter{},
 		rdb:         rdb,
 		prefix:      opts.KeyPrefix,
 		eventMaxLen: opts.EventMaxLen,
@@ -105,6 +109,10 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	}
 	rdb.AddHook(s.sent)
 	if err := s.Ping(ctx); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redisstore: %s: %w", redactURL(opts.URL), err)
+	}
+	if err := checkClusterMode(ctx, rdb); err != nil {
 		_ = rdb.Close()
 		return nil, fmt.Errorf("redisstore: %s: %w", redactURL(opts.URL), err)
 	}
@@ -117,6 +125,22 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// checkClusterMode refuses a single-server client pointed at a Redis
+// Cluster node: it would meet MOVED for most keys and the replica would
+// never become ready. (A Cluster client is fine; so is a Redis without
+// cluster support, which answers CLUSTER INFO with an error.)
+func checkClusterMode(ctx context.Context, rdb redis.UniversalClient) error {
+	c, ok := rdb.(*redis.Client)
+	if !ok {
+		return nil
+	}
+	info, err := c.ClusterInfo(ctx).Result()
+	if err != nil || !strings.Contains(info, "cluster_state:") {
+		return nil
+	}
+	return errors.New("this Redis is a Cluster node, but the URL makes a single-server client (every key in another node's slots would answer MOVED): add ?cluster=true, or list the seed nodes with ?addr=host:port")
 }
 
 // Ping checks that Redis answers (for health checks).
@@ -141,7 +165,7 @@ func (s *Store) eventsKey() string          { return s.prefix + ":events" }
 func (s *Store) nodeKey(node string) string { return s.prefix + ":node:" + node }
 func (s *Store) retention() string          { return fmt.Sprint(s.retentionMS) }
 func unavailable(op string, err error) error {
-	return fmt.Errorf("redis %s: %w: %w", op, registry.ErrUnavailable, err)
+	return fmt.Errorf("redis %s (%s): %w: %w", op, errorKind(err), registry.ErrUnavailable, err)
 }
 
 // Claim implements registry.Store. Commands: one pipeline (read the current
@@ -152,8 +176,9 @@ func (s *Store) Claim(ctx context.Context, req registry.ClaimRequest) (registry.
 	if req.DeviceID == "" {
 		return registry.Claimed{}, errors.New("redisstore: claim: empty device id")
 	}
-	if req.MinLease >= maxLease {
-		return registry.Claimed{}, fmt.Errorf("redisstore: claim %s: min lease %d is beyond 2^53", req.DeviceID, req.MinLease)
+	floor := registry.ClaimFloor(req)
+	if floor >= maxLease {
+		return registry.Claimed{}, fmt.Errorf("redisstore: claim %s: min lease %d is beyond 2^53", req.DeviceID, floor)
 	}
 	key := s.deviceKey(req.DeviceID)
 
@@ -184,18 +209,29 @@ func (s *Store) Claim(ctx context.Context, req registry.ClaimRequest) (registry.
 		infoJS, boot = encodeInfo(req.Info)
 	}
 	res, err := claimScript.Run(ctx, s.rdb, []string{key},
-		req.DeviceID, fmtUint(req.MinLease), req.Node, req.RemoteAddr, req.Mode.String(),
-		hasInfo, infoJS, boot, fmtTime(req.Now), curNode, alive, s.retention(),
+		req.DeviceID, fmtUint(floor), req.Node, req.RemoteAddr, req.Mode.String(),
+		hasInfo, infoJS, boot, fmtTime(req.Now), curNode, alive, s.retention(), req.ClaimID,
 	).StringSlice()
 	if err != nil {
 		return registry.Claimed{}, unavailable("claim script", err)
 	}
-	if len(res) != 7 {
+	if len(res) != 8 {
 		return registry.Claimed{}, fmt.Errorf("redisstore: claim script returned %d values: %w", len(res), registry.ErrUnavailable)
 	}
-	out := registry.Claimed{Lease: parseUint(res[0])}
+	out := registry.Claimed{Lease: parseUint(res[0]), Again: res[7] == "1"}
 	if out.Lease == 0 {
 		return registry.Claimed{}, fmt.Errorf("redisstore: claim script returned lease %q: %w", res[0], registry.ErrUnavailable)
+	}
+	if out.Again {
+		// Applied by an earlier call whose reply was lost: the index entries
+		// and the ONLINE event that call would have written after the
+		// script were lost with the reply, so write them now. (The REPLACED
+		// event of a session it replaced cannot be rebuilt; the record has
+		// that end.)
+		s.afterWrite(ctx, []string{req.DeviceID},
+			[]registry.Event{{Type: tetherv1.EventType_EVENT_TYPE_ONLINE, DeviceID: req.DeviceID, Lease: out.Lease, Time: req.Now, Node: req.Node}},
+			[]nodeEntry{{node: req.Node, id: req.DeviceID, lease: out.Lease}}, nil)
+		return out, nil
 	}
 	var events []registry.Event
 	if res[1] != "" {
@@ -215,15 +251,21 @@ func (s *Store) Claim(ctx context.Context, req registry.ClaimRequest) (registry.
 		events = append(events, registry.Event{Type: typ, DeviceID: req.DeviceID, Lease: d.Lease, Reason: d.Reason, Time: d.Time, Node: d.Node})
 	}
 	events = append(events, registry.Event{Type: tetherv1.EventType_EVENT_TYPE_ONLINE, DeviceID: req.DeviceID, Lease: out.Lease, Time: req.Now, Node: req.Node})
-	s.afterWrite(ctx, []string{req.DeviceID}, events)
+	var unindex []nodeEntry
+	if d := out.Replaced; d != nil && d.Node != "" {
+		unindex = append(unindex, nodeEntry{node: d.Node, id: req.DeviceID, lease: d.Lease})
+	}
+	s.afterWrite(ctx, []string{req.DeviceID}, events, []nodeEntry{{node: req.Node, id: req.DeviceID, lease: out.Lease}}, unindex)
 	return out, nil
 }
 
 // Touch implements registry.Store: one pipeline with one script call per
-// touch.
-func (s *Store) Touch(ctx context.Context, touches []registry.Touch) ([]registry.Touch, error) {
+// touch. An entry that got an error reply (OOM, BUSY, READONLY, ...) is
+// Unknown: it may or may not have applied, and it never ends a session.
+func (s *Store) Touch(ctx context.Context, touches []registry.Touch) (registry.TouchResult, error) {
+	var out registry.TouchResult
 	if len(touches) == 0 {
-		return nil, nil
+		return out, nil
 	}
 	calls := make([]scriptCall, len(touches))
 	for i, t := range touches {
@@ -234,21 +276,26 @@ func (s *Store) Touch(ctx context.Context, touches []registry.Touch) ([]registry
 	}
 	cmds, err := s.runScripts(ctx, touchScript, calls)
 	if err != nil {
-		return nil, unavailable("touch", err)
+		return out, unavailable("touch", err)
 	}
-	var stale []registry.Touch
+	var firstErr error
 	for i, cmd := range cmds {
 		n, err := cmd.Int64()
-		if err != nil {
-			// A reply error (e.g. the key is not a hash): the entry
-			// cannot be current.
-			s.log.Warn("registry touch refused by redis", "device", touches[i].DeviceID, "lease", touches[i].Lease, "err", err)
-		}
-		if n != 1 {
-			stale = append(stale, touches[i])
+		switch {
+		case err != nil:
+			s.errs.note(err)
+			firstErr = cmp.Or(firstErr, err)
+			out.Unknown = append(out.Unknown, touches[i])
+		case n == 0:
+			out.Stale = append(out.Stale, touches[i])
+		case n == 2:
+			out.Missing = append(out.Missing, touches[i])
 		}
 	}
-	return stale, nil
+	if firstErr != nil {
+		s.log.Warn("registry touch: error replies; those sessions are kept and retried", "unknown", len(out.Unknown), "of", len(touches), "err", firstErr)
+	}
+	return out, nil
 }
 
 // UpdateInfo implements registry.Store.
@@ -260,24 +307,50 @@ func (s *Store) UpdateInfo(ctx context.Context, deviceID string, lease uint64, i
 		return unavailable("update info", err)
 	}
 	if len(res) < 2 || res[0] != "1" {
-		return fmt.Errorf("update info of %s with lease %d: %w", deviceID, lease, registry.ErrStaleLease)
+		return fmt.Errorf("update info of %s with lease %d: %w", deviceID, lease, refusal(res))
 	}
-	s.afterWrite(ctx, nil, []registry.Event{{Type: tetherv1.EventType_EVENT_TYPE_INFO_CHANGED, DeviceID: deviceID, Lease: lease, Time: time.Now(), Node: res[1]}})
+	s.afterWrite(ctx, nil, []registry.Event{{Type: tetherv1.EventType_EVENT_TYPE_INFO_CHANGED, DeviceID: deviceID, Lease: lease, Time: time.Now(), Node: res[1]}}, nil, nil)
 	return nil
 }
 
 // Release implements registry.Store.
 func (s *Store) Release(ctx context.Context, deviceID string, end registry.Disconnect) error {
+	return s.release(ctx, deviceID, "", end)
+}
+
+// ReleaseClaim implements registry.Store.
+func (s *Store) ReleaseClaim(ctx context.Context, deviceID, claimID string, end registry.Disconnect) error {
+	if claimID == "" {
+		return fmt.Errorf("release claim of %s: no claim id: %w", deviceID, registry.ErrMissing)
+	}
+	end.Lease = 0
+	return s.release(ctx, deviceID, claimID, end)
+}
+
+// release runs release.lua, matching the session by end.Lease or, when
+// claimID is set, by the claim that made it.
+func (s *Store) release(ctx context.Context, deviceID, claimID string, end registry.Disconnect) error {
 	res, err := releaseScript.Run(ctx, s.rdb, []string{s.deviceKey(deviceID)},
-		fmtUint(end.Lease), end.Node, end.Reason.String(), fmtTime(end.Time), end.Message, end.Restart.String(), s.retention()).StringSlice()
+		fmtUint(end.Lease), end.Node, end.Reason.String(), fmtTime(end.Time), end.Message, end.Restart.String(), s.retention(), claimID).StringSlice()
 	if err != nil {
 		return unavailable("release", err)
 	}
-	if len(res) < 2 || res[0] != "1" {
-		return fmt.Errorf("release %s lease %d: %w", deviceID, end.Lease, registry.ErrStaleLease)
+	if len(res) < 3 || res[0] != "1" {
+		return fmt.Errorf("release %s lease %d: %w", deviceID, end.Lease, refusal(res))
 	}
-	s.afterWrite(ctx, nil, []registry.Event{{Type: tetherv1.EventType_EVENT_TYPE_OFFLINE, DeviceID: deviceID, Lease: end.Lease, Reason: end.Reason, Time: end.Time, Node: res[1]}})
+	lease := parseUint(res[2])
+	s.afterWrite(ctx, nil, []registry.Event{{Type: tetherv1.EventType_EVENT_TYPE_OFFLINE, DeviceID: deviceID, Lease: lease, Reason: end.Reason, Time: end.Time, Node: res[1]}},
+		nil, []nodeEntry{{node: res[1], id: deviceID, lease: lease}})
 	return nil
+}
+
+// refusal maps a script's refusal reply ({"0"} stale, {"2"} missing) to its
+// error.
+func refusal(res []string) error {
+	if len(res) > 0 && res[0] == "2" {
+		return registry.ErrMissing
+	}
+	return registry.ErrStaleLease
 }
 
 // Get implements registry.Store.
@@ -493,8 +566,8 @@ func (s *Store) missing(ctx context.Context, ids []string) ([]string, error) {
 // them loses the events while the state change stays: events are
 // notifications, the device hashes are the truth. A failure is logged, not
 // returned — the mutation did happen.
-func (s *Store) afterWrite(ctx context.Context, index []string, events []registry.Event) {
-	if len(index) == 0 && len(events) == 0 {
+func (s *Store) afterWrite(ctx context.Context, index []string, events []registry.Event, held, unheld []nodeEntry) {
+	if len(index) == 0 && len(events) == 0 && len(held) == 0 && len(unheld) == 0 {
 		return
 	}
 	// Do not lose these to the caller's cancellation, but do not hang on a
@@ -507,6 +580,12 @@ func (s *Store) afterWrite(ctx context.Context, index []string, events []registr
 	}
 	for _, e := range events {
 		pipe.XAdd(ctx, &redis.XAddArgs{Stream: s.eventsKey(), MaxLen: s.eventMaxLen, Approx: true, Values: encodeEvent(e)})
+	}
+	for _, h := range held {
+		pipe.ZAdd(ctx, s.nodeSessionsKey(h.node), redis.Z{Member: h.id, Score: float64(h.lease)})
+	}
+	for _, h := range unheld {
+		zremIfScript.EvalSha(ctx, pipe, []string{s.nodeSessionsKey(h.node)}, h.id, fmtUint(h.lease))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		attrs := []any{"err", err, "events", len(events)}
@@ -540,15 +619,23 @@ func (s *Store) ReadEvents(ctx context.Context, after string, limit int, wait ti
 		if !ok {
 			return nil, fmt.Errorf("resume after event %q: not an event id: %w", after, registry.ErrEventsExpired)
 		}
-		first, err := s.rdb.XRangeN(ctx, s.eventsKey(), "-", "+", 1).Result()
-		if err != nil {
+		pipe := s.rdb.Pipeline()
+		firstCmd := pipe.XRangeN(ctx, s.eventsKey(), "-", "+", 1)
+		lastCmd := pipe.XRevRangeN(ctx, s.eventsKey(), "+", "-", 1)
+		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, unavailable("read events", err)
 		}
-		if len(first) == 0 {
+		first, last := firstCmd.Val(), lastCmd.Val()
+		if len(first) == 0 || len(last) == 0 {
 			return nil, fmt.Errorf("resume after event %q: the event stream is gone: %w", after, registry.ErrEventsExpired)
 		}
 		if f, ok := parseStreamID(first[0].ID); ok && id.less(f) {
 			return nil, fmt.Errorf("resume after event %q: the oldest retained is %s: %w", after, first[0].ID, registry.ErrEventsExpired)
+		}
+		if l, ok := parseStreamID(last[0].ID); ok && l.less(id) {
+			// Above the newest entry: the stream was reset (Redis lost its
+			// data) and this id belongs to the old one.
+			return nil, fmt.Errorf("resume after event %q: the newest event is %s (the stream was reset): %w", after, last[0].ID, registry.ErrEventsExpired)
 		}
 		from = after
 	}
@@ -596,7 +683,8 @@ func (s *Store) KeepNodeAlive(ctx context.Context, node, addr string, ttl time.D
 	if ttl < time.Millisecond {
 		return fmt.Errorf("redisstore: keep node %s alive: ttl %v is below a millisecond", node, ttl)
 	}
-	if err := s.rdb.Set(ctx, s.nodeKey(node), addr, ttl).Err(); err != nil {
+	if err := keepNodeScript.Run(ctx, s.rdb, []string{s.nodeKey(node)}, addr, ttl.Milliseconds()).Err(); err != nil {
+		s.errs.note(err)
 		return unavailable("keep node alive", err)
 	}
 	return nil
@@ -626,24 +714,25 @@ func (s *Store) DropNode(ctx context.Context, node string) error {
 // one pipeline of remirror scripts, and one pipeline adding the applied ones
 // to the index again (see dropFromIndex) with ONLINE events for the sessions
 // that were not current already.
-func (s *Store) Remirror(ctx context.Context, sessions []registry.Live) ([]registry.Live, error) {
-	var stale, todo []registry.Live
+func (s *Store) Remirror(ctx context.Context, sessions []registry.Live) (registry.RemirrorResult, error) {
+	var out registry.RemirrorResult
+	var todo []registry.Live
 	for _, l := range sessions {
 		if l.DeviceID == "" || l.Lease == 0 || l.Lease > maxLease {
-			stale = append(stale, l)
+			out.Stale = append(out.Stale, l)
 			continue
 		}
 		todo = append(todo, l)
 	}
 	if len(todo) == 0 {
-		return stale, nil
+		return out, nil
 	}
 	index := make([]string, len(todo))
 	for i, l := range todo {
 		index[i] = l.DeviceID
 	}
 	if err := s.rdb.ZAdd(ctx, s.indexKey(), members(index)...).Err(); err != nil {
-		return nil, unavailable("remirror", err)
+		return out, unavailable("remirror", err)
 	}
 	calls := make([]scriptCall, len(todo))
 	for i, l := range todo {
@@ -660,27 +749,32 @@ func (s *Store) Remirror(ctx context.Context, sessions []registry.Live) ([]regis
 	}
 	cmds, err := s.runScripts(ctx, remirrorScript, calls)
 	if err != nil {
-		return nil, unavailable("remirror", err)
+		return out, unavailable("remirror", err)
 	}
 	var events []registry.Event
 	var applied []string
+	var held []nodeEntry
 	for i, cmd := range cmds {
 		res, err := cmd.StringSlice()
-		if err != nil || len(res) == 0 || res[0] != "1" {
-			if err != nil {
-				s.log.Warn("registry remirror refused by redis", "device", todo[i].DeviceID, "lease", todo[i].Lease, "err", err)
-			}
-			stale = append(stale, todo[i])
+		switch {
+		case err != nil:
+			s.errs.note(err)
+			s.log.Warn("registry remirror: error reply; the session is kept and retried", "device", todo[i].DeviceID, "lease", todo[i].Lease, "err", err)
+			out.Unknown = append(out.Unknown, todo[i])
+			continue
+		case len(res) == 0 || res[0] != "1":
+			out.Stale = append(out.Stale, todo[i])
 			continue
 		}
 		applied = append(applied, todo[i].DeviceID)
+		held = append(held, nodeEntry{node: todo[i].Node, id: todo[i].DeviceID, lease: todo[i].Lease})
 		if len(res) > 1 && res[1] == "1" {
 			l := todo[i]
 			events = append(events, registry.Event{Type: tetherv1.EventType_EVENT_TYPE_ONLINE, DeviceID: l.DeviceID, Lease: l.Lease, Time: l.ConnectedAt, Node: l.Node})
 		}
 	}
-	s.afterWrite(ctx, applied, events)
-	return stale, nil
+	s.afterWrite(ctx, applied, events, held, nil)
+	return out, nil
 }
 
 // scriptCall is one script invocation of a batch.

@@ -90,16 +90,16 @@ func TestScriptsRunAgainAfterRedisRestartsWithAnEmptyScriptCache(t *testing.T) {
 
 	srv.Restart() // data and script cache gone: EVALSHA answers NOSCRIPT
 	// A pipelined batch (Touch) reloads the script and retries.
-	stale, err := st.Touch(ctx, []registry.Touch{{DeviceID: "dev", Lease: c.Lease, LastSeen: time.Now()}})
-	if err != nil || len(stale) != 1 {
-		t.Fatalf("Touch after restart = %v, %v; want it stale (data lost), no error", stale, err)
+	res, err := st.Touch(ctx, []registry.Touch{{DeviceID: "dev", Lease: c.Lease, LastSeen: time.Now()}})
+	if err != nil || len(res.Missing) != 1 || len(res.Stale)+len(res.Unknown) != 0 {
+		t.Fatalf("Touch after restart = %+v, %v; want it missing (data lost), no error", res, err)
 	}
 	// Re-mirroring (also a pipelined batch) restores the session.
 	if err := st.KeepNodeAlive(ctx, "n1", "a:1", time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if stale, err := st.Remirror(ctx, []registry.Live{{DeviceID: "dev", Lease: c.Lease, Node: "n1", ConnectedAt: time.Now()}}); err != nil || len(stale) != 0 {
-		t.Fatalf("Remirror after restart = %v, %v", stale, err)
+	if res, err := st.Remirror(ctx, []registry.Live{{DeviceID: "dev", Lease: c.Lease, Node: "n1", ConnectedAt: time.Now()}}); err != nil || len(res.Stale)+len(res.Unknown) != 0 {
+		t.Fatalf("Remirror after restart = %+v, %v", res, err)
 	}
 
 	srv.Restart()
@@ -162,8 +162,8 @@ func TestRemirrorAfterFlushAllRestoresHashIndexAndLease(t *testing.T) {
 	}
 	at := time.Now()
 	if stale, err := st.Remirror(ctx, []registry.Live{{DeviceID: "dev", Lease: c.Lease, Node: "n1", ConnectedAt: at, LastSeen: at,
-		Info: &tetherv1.DeviceInfo{BootId: "b1"}}}); err != nil || len(stale) != 0 {
-		t.Fatalf("Remirror = %v, %v", stale, err)
+		Info: &tetherv1.DeviceInfo{BootId: "b1"}}}); err != nil || len(stale.Stale)+len(stale.Unknown) != 0 {
+		t.Fatalf("Remirror = %+v, %v", stale, err)
 	}
 	h := rdb.HGetAll(ctx, "tether:{d:dev}").Val()
 	if h["lease"] != strconv.FormatUint(c.Lease, 10) || h["s_lease"] != h["lease"] || h["s_node"] != "n1" || h["boot_id"] != "b1" {
@@ -219,8 +219,14 @@ func TestKeyLayoutMatchesTheDocs(t *testing.T) {
 	if z := rdb.ZRangeWithScores(ctx, "fleet:devices", 0, -1).Val(); len(z) != 1 || z[0].Member != "aa-bb" || z[0].Score != 0 {
 		t.Errorf("index = %v", z)
 	}
+	if z := rdb.ZRangeWithScores(ctx, "fleet:node:node-1:sessions", 0, -1).Val(); len(z) != 1 || z[0].Member != "aa-bb" || uint64(z[0].Score) != c.Lease {
+		t.Errorf("node session index = %v; want aa-bb scored by lease %d", z, c.Lease)
+	}
 	if err := st.Release(ctx, "aa-bb", registry.Disconnect{Lease: c.Lease, Reason: tetherv1.DisconnectReason_DISCONNECT_REASON_PING_TIMEOUT, Time: now.Add(2 * time.Minute), Message: "m"}); err != nil {
 		t.Fatal(err)
+	}
+	if z := rdb.ZRange(ctx, "fleet:node:node-1:sessions", 0, -1).Val(); len(z) != 0 {
+		t.Errorf("node session index after release = %v; want empty", z)
 	}
 	h = rdb.HGetAll(ctx, "fleet:{d:aa-bb}").Val()
 	if _, ok := h["s_lease"]; ok {
@@ -280,9 +286,9 @@ func TestTouchOfNDevicesIsNScriptCallsInOnePipeline(t *testing.T) {
 	}
 	hook := &countHook{}
 	st.Client().AddHook(hook)
-	stale, err := st.Touch(ctx, touches)
-	if err != nil || len(stale) != 1 || stale[0].Lease != 1 {
-		t.Fatalf("Touch = %v, %v; want one stale", stale, err)
+	res, err := st.Touch(ctx, touches)
+	if err != nil || len(res.Stale) != 1 || res.Stale[0].Lease != 1 || len(res.Missing)+len(res.Unknown) != 0 {
+		t.Fatalf("Touch = %+v, %v; want one stale", res, err)
 	}
 	if hook.pipelines != 1 || len(hook.single) != 0 || len(hook.piped) != n+1 {
 		t.Fatalf("Touch of %d sent %d pipelines (%d commands) and %d single commands %v; want one pipeline of %d", n+1, hook.pipelines, len(hook.piped), len(hook.single), hook.single, n+1)
@@ -430,9 +436,10 @@ func TestCorruptDataReadsAsZeroValues(t *testing.T) {
 	if err != nil || len(evs) != 1 || evs[0].Type != 0 || evs[0].Lease != 0 || !evs[0].Time.IsZero() {
 		t.Fatalf("corrupt event read as %+v, %v", evs, err)
 	}
-	// A wrong-type key is never a current session: Touch reports it stale.
-	if stale, err := st.Touch(ctx, []registry.Touch{{DeviceID: "wrongtype", Lease: 1}}); err != nil || len(stale) != 1 {
-		t.Fatalf("Touch of a wrong-type key = %v, %v", stale, err)
+	// A wrong-type key gets an error reply: the touch's outcome is
+	// unknown, which never ends a session.
+	if res, err := st.Touch(ctx, []registry.Touch{{DeviceID: "wrongtype", Lease: 1}}); err != nil || len(res.Unknown) != 1 || len(res.Stale)+len(res.Missing) != 0 {
+		t.Fatalf("Touch of a wrong-type key = %+v, %v", res, err)
 	}
 	// A claim over a corrupt hash works: the lease comes from TIME.
 	if c := claim(t, st, "bad", "n1", 0); c.Lease < uint64(time.Now().Add(-time.Minute).UnixMicro()) {

@@ -57,3 +57,27 @@ func (s *Store) RevocationVersion(ctx context.Context) (uint64, error) {
 	}
 	return v, nil
 }
+
+// revokedBatch is how many EXISTS one RevokedMany pipeline carries.
+const revokedBatch = 1000
+
+// RevokedMany implements registry.BatchRevocations: EXISTS of each token's
+// key, pipelined in batches of revokedBatch.
+func (s *Store) RevokedMany(ctx context.Context, tokenIDs []string) (map[string]bool, error) {
+	out := make(map[string]bool, len(tokenIDs))
+	for start := 0; start < len(tokenIDs); start += revokedBatch {
+		batch := tokenIDs[start:min(start+revokedBatch, len(tokenIDs))]
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.IntCmd, len(batch))
+		for i, id := range batch {
+			cmds[i] = pipe.Exists(ctx, s.revokedKey(id))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, unavailable("revoked", err)
+		}
+		for i, id := range batch {
+			out[id] = cmds[i].Val() > 0
+		}
+	}
+	return out, nil
+}

@@ -20,12 +20,18 @@ var (
 	releaseSrc string
 	//go:embed scripts/remirror.lua
 	remirrorSrc string
+	//go:embed scripts/keep_node.lua
+	keepNodeSrc string
+	//go:embed scripts/zrem_if.lua
+	zremIfSrc string
 
 	claimScript      = redis.NewScript(claimSrc)
 	touchScript      = redis.NewScript(touchSrc)
 	updateInfoScript = redis.NewScript(updateInfoSrc)
 	releaseScript    = redis.NewScript(releaseSrc)
 	remirrorScript   = redis.NewScript(remirrorSrc)
+	keepNodeScript   = redis.NewScript(keepNodeSrc)
+	zremIfScript     = redis.NewScript(zremIfSrc)
 
-	allScripts = []*redis.Script{claimScript, touchScript, updateInfoScript, releaseScript, remirrorScript}
+	allScripts = []*redis.Script{claimScript, touchScript, updateInfoScript, releaseScript, remirrorScript, keepNodeScript, zremIfScript}
 )

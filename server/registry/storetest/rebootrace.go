@@ -106,8 +106,8 @@ func rebootRaceCase(ctx context.Context, a, b registry.Store, id string, rng *ra
 			mu.Lock()
 			l := lease2
 			mu.Unlock()
-			stale, err := b.Touch(ctx, []registry.Touch{{DeviceID: id, Lease: l, LastSeen: time.Now()}})
-			if err == nil && len(stale) > 0 {
+			res, err := b.Touch(ctx, []registry.Touch{{DeviceID: id, Lease: l, LastSeen: time.Now()}})
+			if err == nil && len(res.Stale)+len(res.Missing)+len(res.Unknown) > 0 {
 				return fmt.Errorf("B's touch of its current lease %d was refused", l)
 			}
 			return err
@@ -210,9 +210,10 @@ func rebootRaceCase(ctx context.Context, a, b registry.Store, id string, rng *ra
 }
 
 // ignoreStale accepts a refusal: A's writes may succeed while lease 1 is
-// current and must be refused afterwards; the checks catch any that slip.
+// current and must be refused afterwards (stale once lease 2 exists,
+// missing once lease 1 was released); the checks catch any that slip.
 func ignoreStale(err error) error {
-	if errors.Is(err, registry.ErrStaleLease) {
+	if errors.Is(err, registry.ErrStaleLease) || errors.Is(err, registry.ErrMissing) {
 		return nil
 	}
 	return err

@@ -78,6 +78,7 @@ func Run(t *testing.T, h Harness) {
 		{"ConcurrentClaimsLeaveExactlyOneCurrentSession", testConcurrentClaims},
 		{"ReplicasShareLeasesAndFencing", testReplicas},
 	}
+	tests = append(tests, ambiguityTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if h.Wrap != nil {
@@ -360,30 +361,38 @@ func testStaleWrites(t *testing.T, h Harness) {
 	beforeA, beforeR := describe(get(t, st, "dev-a")), describe(get(t, st, "dev-r"))
 	mark := lastEvent(t, st)
 
+	// Each refused write has one outcome: stale when a higher lease was
+	// issued (the session must end), missing when the record does not show
+	// the lease as current and none higher exists (write it back).
 	writes := []struct {
 		name   string
 		device string
 		lease  uint64
+		want   error
 	}{
-		{"a replaced lease", "dev-a", old.Lease},
-		{"a lease never issued", "dev-a", cur.Lease + 1},
-		{"lease zero", "dev-a", 0},
-		{"a released lease", "dev-r", released.Lease},
-		{"an unknown device", "dev-unknown", cur.Lease},
+		{"a replaced lease", "dev-a", old.Lease, registry.ErrStaleLease},
+		{"a lease never issued", "dev-a", cur.Lease + 1, registry.ErrMissing},
+		{"lease zero", "dev-a", 0, registry.ErrStaleLease},
+		{"a released lease", "dev-r", released.Lease, registry.ErrMissing},
+		{"an unknown device", "dev-unknown", cur.Lease, registry.ErrMissing},
 	}
 	for _, w := range writes {
 		err := st.UpdateInfo(ctxT(t), w.device, w.lease, info("evil", map[string]string{"x": "y"}))
-		if !errors.Is(err, registry.ErrStaleLease) {
-			t.Errorf("%s: UpdateInfo: err = %v; want ErrStaleLease", w.name, err)
+		if !errors.Is(err, w.want) {
+			t.Errorf("%s: UpdateInfo: err = %v; want %v", w.name, err, w.want)
 		}
 		err = st.Release(ctxT(t), w.device, registry.Disconnect{Lease: w.lease, Node: "n9", Reason: rsClosed, Time: now()})
-		if !errors.Is(err, registry.ErrStaleLease) {
-			t.Errorf("%s: Release: err = %v; want ErrStaleLease", w.name, err)
+		if !errors.Is(err, w.want) {
+			t.Errorf("%s: Release: err = %v; want %v", w.name, err, w.want)
 		}
 		touch := registry.Touch{DeviceID: w.device, Lease: w.lease, LastSeen: now().Add(time.Hour), RTT: time.Second}
-		stale, err := st.Touch(ctxT(t), []registry.Touch{touch})
-		if err != nil || len(stale) != 1 || stale[0] != touch {
-			t.Errorf("%s: Touch: stale = %v, err = %v; want the touch back as stale", w.name, stale, err)
+		res, err := st.Touch(ctxT(t), []registry.Touch{touch})
+		got := res.Stale
+		if w.want == registry.ErrMissing {
+			got = res.Missing
+		}
+		if err != nil || len(got) != 1 || got[0] != touch || len(res.Stale)+len(res.Missing)+len(res.Unknown) != 1 {
+			t.Errorf("%s: Touch: %+v, err = %v; want the touch back as %v only", w.name, res, err, w.want)
 		}
 	}
 	if got := describe(get(t, st, "dev-a")); got != beforeA {
@@ -421,8 +430,8 @@ func testRelease(t *testing.T, h Harness) {
 		t.Fatalf("Record.Lease = %d after release; want the last lease %d", r.Lease, c.Lease)
 	}
 	wantEvents(t, events(t, st, mark), ev{evOffline, "dev-a", c.Lease, rsPing, "n1"})
-	if err := st.Release(ctxT(t), "dev-a", end); !errors.Is(err, registry.ErrStaleLease) {
-		t.Fatalf("second release: %v; want ErrStaleLease", err)
+	if err := st.Release(ctxT(t), "dev-a", end); !errors.Is(err, registry.ErrMissing) {
+		t.Fatalf("second release: %v; want ErrMissing (nothing left to end)", err)
 	}
 }
 
@@ -455,12 +464,12 @@ func testTouch(t *testing.T, h Harness) {
 	b := claim(t, st, "dev-b", "n1", "")
 	mark := lastEvent(t, st)
 	seen := now().Add(30 * time.Second)
-	stale, err := st.Touch(ctxT(t), []registry.Touch{
+	res, err := st.Touch(ctxT(t), []registry.Touch{
 		{DeviceID: "dev-a", Lease: a.Lease, LastSeen: seen, RTT: 12 * time.Millisecond},
 		{DeviceID: "dev-b", Lease: b.Lease, LastSeen: seen.Add(time.Second), RTT: 3 * time.Microsecond},
 	})
-	if err != nil || len(stale) != 0 {
-		t.Fatalf("Touch: stale %v, err %v", stale, err)
+	if err != nil || len(res.Stale)+len(res.Missing)+len(res.Unknown) != 0 {
+		t.Fatalf("Touch: %+v, err %v", res, err)
 	}
 	if s := get(t, st, "dev-a").Session; s == nil || !s.LastSeen.Equal(seen) || s.RTT != 12*time.Millisecond {
 		t.Fatalf("dev-a session after touch: %+v", s)
@@ -471,8 +480,8 @@ func testTouch(t *testing.T, h Harness) {
 	if evs := events(t, st, mark); len(evs) != 0 {
 		t.Fatalf("touch emitted events: %v", evs)
 	}
-	if stale, err := st.Touch(ctxT(t), nil); err != nil || len(stale) != 0 {
-		t.Fatalf("empty Touch: %v, %v", stale, err)
+	if res, err := st.Touch(ctxT(t), nil); err != nil || len(res.Stale)+len(res.Missing)+len(res.Unknown) != 0 {
+		t.Fatalf("empty Touch: %+v, %v", res, err)
 	}
 }
 
@@ -730,8 +739,8 @@ func testListCap(t *testing.T, h Harness) {
 	for i := range live {
 		live[i] = registry.Live{DeviceID: fmt.Sprintf("dev-%05d", i), Lease: uint64(i + 1), Node: "n1", ConnectedAt: now(), LastSeen: now()}
 	}
-	if stale, err := st.Remirror(ctxT(t), live); err != nil || len(stale) != 0 {
-		t.Fatalf("Remirror: %v, %v", stale, err)
+	if res, err := st.Remirror(ctxT(t), live); err != nil || len(res.Stale)+len(res.Unknown) != 0 {
+		t.Fatalf("Remirror: %+v, %v", res, err)
 	}
 	page, err := st.List(ctxT(t), registry.ListQuery{Limit: 1_000_000})
 	if err != nil {
@@ -914,12 +923,12 @@ func testRemirrorAfterFlush(t *testing.T, h Harness) {
 			ConnectedAt: at, LastSeen: at.Add(time.Second), RTT: time.Millisecond},
 		{DeviceID: "dev-b", Lease: b.Lease, Node: "n1", ConnectedAt: at, LastSeen: at},
 	}
-	stale, err := st.Remirror(ctxT(t), live)
+	res, err := st.Remirror(ctxT(t), live)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(stale) != 1 || stale[0].DeviceID != "dev-b" || stale[0].Lease != b.Lease {
-		t.Fatalf("Remirror stale = %v; want dev-b's old lease", stale)
+	if stale := res.Stale; len(stale) != 1 || stale[0].DeviceID != "dev-b" || stale[0].Lease != b.Lease || len(res.Unknown) != 0 {
+		t.Fatalf("Remirror = %+v; want dev-b's old lease stale", res)
 	}
 	r := get(t, st, "dev-a")
 	s := r.Session
@@ -951,25 +960,25 @@ func testRemirrorStale(t *testing.T, h Harness) {
 	cur := claim(t, st, "dev-a", "n2", "")
 	before := describe(get(t, st, "dev-a"))
 	mark := lastEvent(t, st)
-	stale, err := st.Remirror(ctxT(t), []registry.Live{{DeviceID: "dev-a", Lease: old.Lease, Node: "n1", ConnectedAt: now()}})
-	if err != nil || len(stale) != 1 || stale[0].Lease != old.Lease {
-		t.Fatalf("Remirror of a superseded lease: stale %v, %v", stale, err)
+	res, err := st.Remirror(ctxT(t), []registry.Live{{DeviceID: "dev-a", Lease: old.Lease, Node: "n1", ConnectedAt: now()}})
+	if stale := res.Stale; err != nil || len(stale) != 1 || stale[0].Lease != old.Lease {
+		t.Fatalf("Remirror of a superseded lease: %+v, %v", res, err)
 	}
 	if got := describe(get(t, st, "dev-a")); got != before {
 		t.Fatalf("refused re-mirror changed the record:\n was %s\n now %s", before, got)
 	}
 	// Re-asserting the current session is harmless and emits nothing.
-	stale, err = st.Remirror(ctxT(t), []registry.Live{{DeviceID: "dev-a", Lease: cur.Lease, Node: "n2", ConnectedAt: now()}})
-	if err != nil || len(stale) != 0 {
-		t.Fatalf("Remirror of the current lease: stale %v, %v", stale, err)
+	res, err = st.Remirror(ctxT(t), []registry.Live{{DeviceID: "dev-a", Lease: cur.Lease, Node: "n2", ConnectedAt: now()}})
+	if err != nil || len(res.Stale)+len(res.Unknown) != 0 {
+		t.Fatalf("Remirror of the current lease: %+v, %v", res, err)
 	}
 	if evs := events(t, st, mark); len(evs) != 0 {
 		t.Fatalf("re-mirroring emitted %v", evs)
 	}
 	// A re-mirrored lease above the stored one raises the highest lease.
 	high := cur.Lease + 1_000_000
-	if stale, err := st.Remirror(ctxT(t), []registry.Live{{DeviceID: "dev-a", Lease: high, Node: "n2", ConnectedAt: now()}}); err != nil || len(stale) != 0 {
-		t.Fatalf("Remirror(higher) = %v, %v", stale, err)
+	if res, err := st.Remirror(ctxT(t), []registry.Live{{DeviceID: "dev-a", Lease: high, Node: "n2", ConnectedAt: now()}}); err != nil || len(res.Stale)+len(res.Unknown) != 0 {
+		t.Fatalf("Remirror(higher) = %+v, %v", res, err)
 	}
 	if r := get(t, st, "dev-a"); r.Lease != high {
 		t.Fatalf("Record.Lease = %d; want %d", r.Lease, high)
@@ -990,8 +999,8 @@ func testRetention(t *testing.T, h Harness) {
 	kept := claim(t, st, "dev-kept", "n1", "")
 	eventually(t, "the released record expires", func() bool {
 		// The live session keeps its record by being touched.
-		if stale, err := st.Touch(ctxT(t), []registry.Touch{{DeviceID: "dev-kept", Lease: kept.Lease, LastSeen: now()}}); err != nil || len(stale) != 0 {
-			t.Fatalf("Touch: %v, %v", stale, err)
+		if res, err := st.Touch(ctxT(t), []registry.Touch{{DeviceID: "dev-kept", Lease: kept.Lease, LastSeen: now()}}); err != nil || len(res.Stale)+len(res.Missing)+len(res.Unknown) != 0 {
+			t.Fatalf("Touch: %+v, %v", res, err)
 		}
 		_, err := st.Get(ctxT(t), "dev-gone")
 		return errors.Is(err, registry.ErrNotFound)

@@ -2,7 +2,8 @@
 --
 -- KEYS[1]  the device hash  <prefix>:{d:<id>}
 -- ARGV[1]  device id
--- ARGV[2]  min lease (decimal): the new lease must be above it
+-- ARGV[2]  floor (decimal): the new lease must be above it (the caller's min
+--          lease and its own clock in microseconds: registry.ClaimFloor)
 -- ARGV[3]  node            ARGV[4]  remote address    ARGV[5]  liveness mode name
 -- ARGV[6]  "1" when ARGV[7] (info JSON) and ARGV[8] (boot id) replace the stored info
 -- ARGV[9]  claim time (RFC 3339, the claimant's clock)
@@ -10,18 +11,29 @@
 --          node's liveness key existed, "0" if not (node keys live in other
 --          hash slots, so the script cannot look)
 -- ARGV[12] retention in milliseconds (PEXPIRE of the hash)
+-- ARGV[13] claim id ("" = none): recorded as s_claim; a call whose claim id is
+--          already the current session's returns that session again
 --
--- Lease = max(stored lease + 1, Redis TIME in microseconds, min lease + 1).
--- TIME keeps leases increasing when the hash was lost (FLUSHALL, restart
--- without persistence). Leases stay below 2^53 (exact in Lua's doubles) and
--- are formatted with %.0f, never tostring (which would print 1.8e+15).
+-- Lease = max(stored lease + 1, Redis TIME in microseconds, floor + 1). With
+-- the claiming replica's clock in the floor, neither a Redis host whose clock
+-- is behind nor a lost hash makes a lease go backwards unless both clocks are
+-- behind the one that issued the previous lease. Leases stay below 2^53
+-- (exact in Lua's doubles) and are formatted with %.0f, never tostring
+-- (which would print 1.8e+15).
 --
--- Returns {lease, replaced lease, node, reason, time, restart, message}; the
--- replaced fields are "" when no session was current. A current session on
--- the checked, dead node ends as NODE_LOST (at its last-seen time); any
--- other current session ends as REPLACED at the claim time.
+-- Writes nothing before every check has passed, so an error reply before
+-- the first HSET leaves the hash as it was.
+--
+-- Returns {lease, replaced lease, node, reason, time, restart, message,
+-- again}; the replaced fields are "" when no session was current; again is
+-- "1" when the claim id was already current (nothing changed). A current
+-- session on the checked, dead node ends as NODE_LOST (at its last-seen
+-- time); any other current session ends as REPLACED at the claim time.
 local key = KEYS[1]
-local cur = redis.call('HMGET', key, 'lease', 's_lease', 's_node', 's_last_seen', 's_connected', 'boot_id', 'd_lease')
+local cur = redis.call('HMGET', key, 'lease', 's_lease', 's_node', 's_last_seen', 's_connected', 'boot_id', 'd_lease', 's_claim')
+if ARGV[13] ~= '' and cur[8] == ARGV[13] and cur[2] and cur[2] ~= '' then
+  return {cur[2], '', '', '', '', '', '', '1'}
+end
 local highest = tonumber(cur[1]) or 0
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -43,7 +55,7 @@ if stored_boot ~= '' and new_boot ~= '' then
   end
 end
 
-local out = {lease_s, '', '', '', '', '', ''}
+local out = {lease_s, '', '', '', '', '', '', '0'}
 local old_lease = cur[2]
 if old_lease and old_lease ~= '' then
   local old_node = cur[3] or ''
@@ -61,7 +73,7 @@ if old_lease and old_lease ~= '' then
   end
   redis.call('HSET', key, 'd_lease', old_lease, 'd_node', old_node, 'd_reason', reason,
     'd_time', at, 'd_message', msg, 'd_restart', restart)
-  out = {lease_s, old_lease, old_node, reason, at, restart, msg}
+  out = {lease_s, old_lease, old_node, reason, at, restart, msg, '0'}
 elseif cur[7] and cur[7] == cur[1] then
   -- The previous session already ended: its end learns the verdict.
   redis.call('HSET', key, 'd_restart', restart)
@@ -69,7 +81,7 @@ end
 
 redis.call('HSET', key, 'id', ARGV[1], 'lease', lease_s,
   's_lease', lease_s, 's_node', ARGV[3], 's_remote', ARGV[4], 's_mode', ARGV[5],
-  's_connected', ARGV[9], 's_last_seen', ARGV[9], 's_rtt_ns', '0')
+  's_connected', ARGV[9], 's_last_seen', ARGV[9], 's_rtt_ns', '0', 's_claim', ARGV[13])
 if ARGV[6] == '1' then
   redis.call('HSET', key, 'info', ARGV[7], 'boot_id', ARGV[8])
 end

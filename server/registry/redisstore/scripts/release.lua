@@ -4,21 +4,33 @@
 -- ARGV[1] lease (decimal)   ARGV[2] node ("" = the session's node)
 -- ARGV[3] reason name       ARGV[4] time (RFC 3339)   ARGV[5] message
 -- ARGV[6] restart verdict name   ARGV[7] retention in milliseconds
+-- ARGV[8] claim id: when not "", the session is matched by the claim id that
+--         made it (s_claim) instead of by ARGV[1] (ReleaseClaim)
 --
--- Returns {"1", node} when ARGV[1] was the current lease: the session fields
--- are removed (the device reads offline) and d_* hold the end. Returns {"0"}
--- and changes nothing otherwise.
+-- Returns {"1", node, lease} when the session matched: its fields are
+-- removed (the device reads offline) and d_* hold the end. Otherwise
+-- nothing changes and it returns {"0"} when a newer lease was issued than
+-- ARGV[1] (stale), {"2"} when there is nothing to end (missing).
 local key = KEYS[1]
-local s = redis.call('HMGET', key, 's_lease', 's_node')
-if s[1] ~= ARGV[1] then
-  return {'0'}
+local s = redis.call('HMGET', key, 's_lease', 's_node', 'lease', 's_claim')
+local lease = ARGV[1]
+if ARGV[8] ~= '' then
+  if not s[1] or s[1] == '' or s[4] ~= ARGV[8] then
+    return {'2'}
+  end
+  lease = s[1]
+elseif s[1] ~= lease then
+  if (tonumber(s[3]) or 0) > tonumber(lease) then
+    return {'0'}
+  end
+  return {'2'}
 end
 local node = ARGV[2]
 if node == '' then
   node = s[2] or ''
 end
-redis.call('HDEL', key, 's_lease', 's_node', 's_remote', 's_mode', 's_connected', 's_last_seen', 's_rtt_ns')
-redis.call('HSET', key, 'd_lease', ARGV[1], 'd_node', node, 'd_reason', ARGV[3],
+redis.call('HDEL', key, 's_lease', 's_node', 's_remote', 's_mode', 's_connected', 's_last_seen', 's_rtt_ns', 's_claim')
+redis.call('HSET', key, 'd_lease', lease, 'd_node', node, 'd_reason', ARGV[3],
   'd_time', ARGV[4], 'd_message', ARGV[5], 'd_restart', ARGV[6])
 redis.call('PEXPIRE', key, ARGV[7])
-return {'1', node}
+return {'1', node, lease}

@@ -22,6 +22,8 @@ end
 local changed = '1'
 if cur[2] == ARGV[2] then
   changed = '0'
+else
+  redis.call('HDEL', key, 's_claim')
 end
 redis.call('HSET', key, 'id', ARGV[1], 'lease', ARGV[2],
   's_lease', ARGV[2], 's_node', ARGV[3], 's_remote', ARGV[4], 's_mode', ARGV[5],

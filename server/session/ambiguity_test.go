@@ -1,0 +1,193 @@
+package session_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/server/registry"
+)
+
+// faultyStore wraps a real store and injects the ambiguous outcomes that
+// production Redis produces: a write that was applied but whose reply was
+// lost, and error replies for whole batches or single entries.
+type faultyStore struct {
+	registry.Store
+
+	mu sync.Mutex // guards the following
+	// lostClaimReplies: this many Claims are applied, then reported as
+	// failed (a reply that arrived after the store timeout).
+	lostClaimReplies int
+	// touchErrors: Touch batches answer with an error reply for every
+	// entry (OOM, BUSY, READONLY): outcome unknown.
+	touchErrors bool
+	// reconcileOff: Reconcile fails (so only the claim's undo can help).
+	reconcileOff bool
+}
+
+var errLostReply = fmt.Errorf("redis claim script (timeout): %w: %w", registry.ErrUnavailable, context.DeadlineExceeded)
+
+func (f *faultyStore) Claim(ctx context.Context, req registry.ClaimRequest) (registry.Claimed, error) {
+	c, err := f.Store.Claim(ctx, req)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err == nil && f.lostClaimReplies > 0 {
+		f.lostClaimReplies--
+		return registry.Claimed{}, errLostReply
+	}
+	return c, err
+}
+
+func (f *faultyStore) Touch(ctx context.Context, touches []registry.Touch) (registry.TouchResult, error) {
+	f.mu.Lock()
+	bad := f.touchErrors
+	f.mu.Unlock()
+	if bad {
+		return registry.TouchResult{Unknown: touches}, nil
+	}
+	return f.Store.Touch(ctx, touches)
+}
+
+func (f *faultyStore) Reconcile(ctx context.Context, node string, held []registry.Held, orphan func(string, uint64) bool) (registry.Reconciled, error) {
+	f.mu.Lock()
+	off := f.reconcileOff
+	f.mu.Unlock()
+	if off {
+		return registry.Reconciled{}, fmt.Errorf("reconcile: %w", registry.ErrUnavailable)
+	}
+	return f.Store.Reconcile(ctx, node, held, orphan)
+}
+
+func (f *faultyStore) set(fn func(*faultyStore)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+// helloStatus dials, sends Hello and returns the stream's first answer:
+// the HelloAck, or the refusal status.
+func helloStatus(t *testing.T, r *replica, id string) (*tetherv1.HelloAck, error) {
+	t.Helper()
+	d := dial(t, r)
+	if err := d.stream.Send(hello(id, "b1", true)); err != nil {
+		return nil, err
+	}
+	m, err := d.stream.Recv()
+	if err != nil {
+		return nil, err
+	}
+	return m.GetHelloAck(), nil
+}
+
+// A Claim whose reply is lost once is retried with the same claim id and
+// the agent gets the lease the first attempt made: one session, no phantom.
+func TestAClaimWhoseReplyWasLostOnceIsRetriedIntoTheSameLease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fs := &faultyStore{Store: newStore(), lostClaimReplies: 1}
+		r := startReplica(t, fs, testConfig("n1"))
+		ack, err := helloStatus(t, r, "dev-1")
+		if err != nil || ack == nil {
+			t.Fatalf("Hello after one lost claim reply: %v, %v; want accepted", ack, err)
+		}
+		rec := mustGet(t, fs, "dev-1")
+		if rec.Session == nil || rec.Session.Lease != ack.LeaseId || rec.Lease != ack.LeaseId {
+			t.Fatalf("registry %+v; want exactly the acknowledged lease %d", rec.Session, ack.LeaseId)
+		}
+	})
+}
+
+// A Claim whose outcome stays unknown refuses the agent and is undone: the
+// device never reads online without a session, even with reconciliation
+// off.
+func TestAClaimWhoseOutcomeStaysUnknownIsUndone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fs := &faultyStore{Store: newStore(), lostClaimReplies: 2, reconcileOff: true}
+		r := startReplica(t, fs, testConfig("n1"))
+		_, err := helloStatus(t, r, "dev-1")
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("Hello with the claim's outcome unknown: %v; want UNAVAILABLE (retry)", err)
+		}
+		synctest.Wait()
+		rec := mustGet(t, fs, "dev-1")
+		if rec.Online() || rec.LastDisconnect == nil || rec.LastDisconnect.Reason != tetherv1.DisconnectReason_DISCONNECT_REASON_ORPHANED {
+			t.Fatalf("after the refused Hello the registry reads %+v / %+v; want offline, ended ORPHANED", rec.Session, rec.LastDisconnect)
+		}
+		// The agent's retry works.
+		if ack, err := helloStatus(t, r, "dev-1"); err != nil || ack == nil {
+			t.Fatalf("retry: %v", err)
+		}
+	})
+}
+
+// A record that names this replica for a session it does not hold (a lost
+// release, a claim by an earlier incarnation) is ended by reconciliation
+// within ReconcileInterval; held sessions are untouched.
+func TestReconciliationEndsPhantomsWithinItsInterval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStore()
+		cfg := testConfig("n1")
+		cfg.ReconcileInterval = 10 * time.Second
+		r := startReplica(t, st, cfg)
+		live := connect(t, r, "dev-live", "b1", true)
+		live.serve()
+		// A phantom: the registry says n1 holds dev-ghost, n1 does not.
+		ghost, err := st.Claim(context.Background(), registry.ClaimRequest{DeviceID: "dev-ghost", Node: "n1", Now: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		for mustGet(t, st, "dev-ghost").Online() {
+			if time.Since(start) > cfg.ReconcileInterval+cfg.StoreTimeout {
+				t.Fatalf("phantom still online after %v", time.Since(start))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		rec := mustGet(t, st, "dev-ghost")
+		if ld := rec.LastDisconnect; ld == nil || ld.Lease != ghost.Lease || ld.Reason != tetherv1.DisconnectReason_DISCONNECT_REASON_ORPHANED {
+			t.Fatalf("phantom ended as %+v; want lease %d ORPHANED", ld, ghost.Lease)
+		}
+		if rec := mustGet(t, st, "dev-live"); rec.Session == nil || rec.Session.Lease != live.ack.LeaseId {
+			t.Fatalf("live session after reconciliation: %+v", rec.Session)
+		}
+	})
+}
+
+// Error replies to the mirror's Touch batch never end a session, and the
+// registry lost a held session's record is written back, not ended.
+func TestTouchErrorRepliesAndLostRecordsNeverEndLiveSessions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		base := newStore()
+		fs := &faultyStore{Store: base, touchErrors: true}
+		cfg := testConfig("n1")
+		cfg.MirrorInterval = 5 * time.Second
+		r := startReplica(t, fs, cfg)
+		d := connect(t, r, "dev-1", "b1", true)
+		d.serve()
+		time.Sleep(4 * cfg.MirrorInterval) // several touches, all error replies
+		if n := r.hub.Len(); n != 1 {
+			t.Fatalf("%d sessions after Touch error replies; want the live one kept", n)
+		}
+		// Now the registry loses the record of the session (a shard
+		// restarted empty): the next Touch finds it missing and writes it
+		// back with its own lease.
+		fs.set(func(f *faultyStore) { f.touchErrors = false })
+		if err := base.Release(context.Background(), "dev-1", registry.Disconnect{Lease: d.ack.LeaseId, Time: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * cfg.MirrorInterval)
+		if n := r.hub.Len(); n != 1 {
+			t.Fatalf("%d sessions after the record was lost; want the live one kept", n)
+		}
+		rec := mustGet(t, base, "dev-1")
+		if rec.Session == nil || rec.Session.Lease != d.ack.LeaseId {
+			t.Fatalf("registry after the loss: %+v; want the live lease %d written back", rec.Session, d.ack.LeaseId)
+		}
+	})
+}
