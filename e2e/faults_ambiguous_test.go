@@ -29,6 +29,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -151,6 +152,55 @@ func (s *ambSetup) liveEnded(t *testing.T) (int, map[string]float64) {
 		}
 	}
 	return ended, byReason
+}
+
+// outcomes summarises what the replicas' registry calls met since the start:
+// the non-applied outcome classes by operation
+// (tether_registry_outcomes_total), re-mirrors and orphans ended. Absent
+// metrics read 0.
+func (s *ambSetup) outcomes(t *testing.T) string {
+	t.Helper()
+	counts := map[string]float64{}
+	var remirrors, orphans float64
+	for i, r := range s.srvs {
+		now := mustScrape(t, "http://"+r.metrics+"/metrics")
+		remirrors += now.value("tether_registry_remirrors_total") - s.metrics[i].value("tether_registry_remirrors_total")
+		orphans += now.value("tether_registry_orphans_ended_total") - s.metrics[i].value("tether_registry_orphans_ended_total")
+		mf := now["tether_registry_outcomes_total"]
+		if mf == nil {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var op, outcome string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "op":
+					op = l.GetValue()
+				case "outcome":
+					outcome = l.GetValue()
+				}
+			}
+			if outcome == "applied" {
+				continue
+			}
+			if d := m.GetCounter().GetValue() - s.metrics[i].value("tether_registry_outcomes_total", "op", op, "outcome", outcome); d > 0 {
+				counts[op+" "+outcome] += d
+			}
+		}
+	}
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %.0f", k, counts[k]))
+	}
+	if len(parts) == 0 {
+		parts = []string{"none"}
+	}
+	return fmt.Sprintf("registry outcomes other than applied: %s; re-mirrors %.0f; orphans ended %.0f", strings.Join(parts, ", "), remirrors, orphans)
 }
 
 // checkStayedUp asserts that no live session ended and the load generator
@@ -494,6 +544,7 @@ func runErrorReplyFault(t *testing.T, f errorReplyFault) {
 	if lastID != "" {
 		watch = checkResume(t, s.base(), lastID)
 	}
+	row.add("%s", s.outcomes(t))
 	stayed := s.checkStayedUp(t)
 	lower := s.comeBack(t, relPrefix, k, seen) + s.comeBack(t, churnPrefix, m, seen)
 	row.add("phase 2 (restart empty + %s): exact %s after it ended; %s; returning devices with a lease not above the last seen: %d of %d; %s",
@@ -555,6 +606,7 @@ func TestFaultRedisLostReplies(t *testing.T) {
 	for _, v := range views {
 		maxLeases(seen, v)
 	}
+	row.add("%s", s.outcomes(t))
 	stayed := s.checkStayedUp(t)
 	lower := s.comeBack(t, relPrefix, k, seen) + s.comeBack(t, churnPrefix, m, seen)
 	row.add("registry exact %s after the fault; %s; returning devices with a lease not above the last seen: %d of %d",
@@ -633,6 +685,7 @@ func TestFaultRedisClusterShardRestartedEmpty(t *testing.T) {
 	if eventsShard == victim && lastID != "" {
 		watch = checkResume(t, s.base(), lastID)
 	}
+	row.add("%s", s.outcomes(t))
 	stayed := s.checkStayedUp(t)
 	row.add("all back with their own leases %s after it was up; %s; %s", fmtSecs(exactAt.Sub(up)), stayed, watch)
 }
@@ -686,6 +739,7 @@ func TestFaultRedisSentinelLosesAckedWrites(t *testing.T) {
 	row.add("%d replication bytes lost with the master; failover %s after the kill; the new master named the replica for %d of the %d that left (phantoms); %s",
 		lostBytes, fmtSecs(failedOver.Sub(killed)), phantoms, k, watch)
 	exactAt, _ := s.exact(t, cfg.bound(), []string{relPrefix}, map[string]int{churnPrefix: m})
+	row.add("%s", s.outcomes(t))
 	stayed := s.checkStayedUp(t)
 	if rep := churn.finish(t); sumCounts(rep.ClosedByReason) != 0 || sumCounts(rep.StreamErrorsByCode) != 0 {
 		t.Errorf("the %d devices connected during the lag: %d closed %v, %d broken", m, sumCounts(rep.ClosedByReason), rep.ClosedByReason, sumCounts(rep.StreamErrorsByCode))
