@@ -35,9 +35,10 @@ func (m Mode) String() string {
 const (
 	// chunkSize is the largest read from the server.
 	chunkSize = 32 << 10
-	// maxHeld is how many chunks one connection may hold; when full, the
+	// maxHeld is how many chunks one connection may queue; when full, the
 	// proxy stops reading from the server (TCP backpressure), so at most
-	// maxHeld × chunkSize bytes are held per connection.
+	// (maxHeld + 2) × chunkSize bytes are held per connection (the queue,
+	// the chunk waiting for its time, the chunk waiting for room).
 	maxHeld = 256
 )
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -129,6 +130,38 @@ func TestCloseConnsDiscardsHeldReplies(t *testing.T) {
 		synctest.Wait()
 		if p.Dropped() != 7 || p.Conns() != 0 {
 			t.Fatalf("dropped %d bytes with %d connections open, want 7 and 0", p.Dropped(), p.Conns())
+		}
+	})
+}
+
+// TestHeldRepliesAreBounded: with replies held, the proxy stops reading from
+// the server once maxHeld chunks wait (the server's writes block), and
+// delivers everything, in order, when they are due.
+func TestHeldRepliesAreBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, c, s := pipeProxy(t)
+		p.Delay(time.Hour)
+		const total = maxHeld + 50
+		var written atomic.Int64
+		go func() {
+			for i := range total {
+				if _, err := s.Write([]byte{byte(i)}); err != nil {
+					return
+				}
+				written.Add(1)
+			}
+		}()
+		synctest.Wait()
+		// One chunk waiting for its time in deliver, maxHeld queued, one
+		// more read and waiting for room in the queue.
+		if w := written.Load(); w != maxHeld+2 {
+			t.Fatalf("the server wrote %d one-byte replies while they were held, want %d (bounded)", w, maxHeld+2)
+		}
+		got := readN(t, c, total) // blocks until the hour has passed
+		for i, b := range got {
+			if b != byte(i) {
+				t.Fatalf("byte %d is %d: out of order", i, b)
+			}
 		}
 	})
 }
