@@ -429,6 +429,7 @@ type errorReplyFault struct {
 	// restartFaulty restarts rd empty and already answering the error.
 	restartFaulty func(t *testing.T, rd *testredis.Server) (lift func())
 	how           string
+	restartHow    string // how restartFaulty does it
 }
 
 var errorReplyFaults = map[string]errorReplyFault{
@@ -442,7 +443,8 @@ var errorReplyFaults = map[string]errorReplyFault{
 			rd.RestartWith("--maxmemory", "1", "--maxmemory-policy", "noeviction")
 			return rd.NoOOM
 		},
-		how: "`CONFIG SET maxmemory 1` with noeviction (every write answers -OOM)",
+		how:        "`CONFIG SET maxmemory 1` with noeviction (every write answers -OOM)",
+		restartHow: "restarted empty with --maxmemory 1 (-OOM from its first write)",
 	},
 	"BUSY": {
 		name: "BUSY",
@@ -463,7 +465,8 @@ var errorReplyFaults = map[string]errorReplyFault{
 				}
 			}
 		},
-		how: "a script spinning for the fault's length from another client, busy-reply-threshold 50 ms (every command answers -BUSY)",
+		how:        "a script spinning for the fault's length from another client, busy-reply-threshold 50 ms (every command answers -BUSY)",
+		restartHow: "restarted empty, the busy script started right after it answers PING (-BUSY 50 ms later)",
 	},
 	"READONLY": {
 		name: "READONLY",
@@ -481,7 +484,8 @@ var errorReplyFaults = map[string]errorReplyFault{
 			rd.RestartWith("--replicaof", "127.0.0.1", port)
 			return rd.Writable
 		},
-		how: "`REPLICAOF` a master that does not exist (data kept, every write answers -READONLY)",
+		how:        "`REPLICAOF` a master that does not exist (data kept, every write answers -READONLY)",
+		restartHow: "restarted empty with --replicaof a master that does not exist (-READONLY from its first write)",
 	},
 }
 
@@ -495,8 +499,10 @@ func TestFaultRedisErrorReplyReadOnly(t *testing.T) {
 // answers every write with the error for the fault's length while the
 // mirror's Touch batches run, K devices close their sessions (Release) and
 // M new devices try to connect (Claim) and give up before it ends. Phase 2:
-// Redis restarts empty and answers the error from its first command for the
-// fault's length (the replica's re-mirror meets it). Afterwards the
+// Redis restarts empty and answers the error from its first write (OOM,
+// READONLY: arguments of the new process) or within milliseconds of its
+// first PING (BUSY: the script cannot run before the server does) for the
+// fault's length, so the replica's re-mirror meets it. Afterwards the
 // registry must be exact within the bound: the N online with their own
 // leases, the K and M offline, no session ended; the K and M coming back get
 // higher leases; a watcher resuming from before the restart is refused.
@@ -506,7 +512,7 @@ func runErrorReplyFault(t *testing.T, f errorReplyFault) {
 	p := strings.ToLower(f.name)
 	prefix, relPrefix, churnPrefix := p+"-", p+"R-", p+"C-"
 	row := newFaultRow(t, fmt.Sprintf("12a. Redis error reply %s during Touch, Claim, Release and re-mirror, %d sessions", f.name, n),
-		fmt.Sprintf("%s for %v while %d devices disconnect and %d new ones try to connect (and give up); then Redis restarted empty, answering %s from the start for %v; %v", f.how, cfg.fault, k, m, f.name, cfg.fault, cfg),
+		fmt.Sprintf("%s for %v while %d devices disconnect and %d new ones try to connect (and give up); then Redis %s, for %v; %v", f.how, cfg.fault, k, m, f.restartHow, cfg.fault, cfg),
 		fmt.Sprintf("live sessions ended 0; within %v after the fault: the %d online with their own leases, the %d+%d offline, sessions held = online; leases of returning devices higher; a watch resume from before the restart refused", cfg.bound(), n, k, m))
 	rd := testredis.Start(t)
 	s := startAmbiguous(t, cfg, prefix, n, rd.URL())
