@@ -118,8 +118,9 @@ func (p *Proxy) Conns() int {
 	return len(p.links)
 }
 
-// CloseConns closes every current connection (both sides) and discards the
-// bytes they hold; the proxy keeps accepting.
+// CloseConns closes every current connection (both sides), discards the
+// bytes they hold (counted in Dropped when it returns) and waits for their
+// goroutines; the proxy keeps accepting.
 func (p *Proxy) CloseConns() {
 	p.mu.Lock()
 	links := make([]*link, 0, len(p.links))
@@ -129,6 +130,9 @@ func (p *Proxy) CloseConns() {
 	p.mu.Unlock()
 	for _, l := range links {
 		l.close()
+	}
+	for _, l := range links {
+		l.wg.Wait()
 	}
 }
 
@@ -174,9 +178,10 @@ func (p *Proxy) handle(client net.Conn) {
 	}
 	p.links[l] = struct{}{}
 	p.mu.Unlock()
-	p.wg.Go(l.requests)
-	p.wg.Go(l.replies)
-	p.wg.Go(l.deliver)
+	l.wg.Go(l.requests)
+	l.wg.Go(l.replies)
+	l.wg.Go(l.deliver)
+	p.wg.Go(l.wg.Wait)
 }
 
 type chunk struct {
@@ -191,6 +196,7 @@ type link struct {
 	q          chan chunk
 	once       sync.Once
 	done       chan struct{}
+	wg         sync.WaitGroup // the link's three goroutines
 }
 
 func (l *link) close() {
@@ -225,7 +231,14 @@ func (l *link) requests() {
 // replies reads server → proxy and queues or drops by mode. A server that
 // closes its side ends the link once the queue is delivered.
 func (l *link) replies() {
-	defer close(l.q)
+	defer func() {
+		close(l.q)
+		select {
+		case <-l.done: // deliver may have stopped before the last chunks
+			l.discard(chunk{})
+		default:
+		}
+	}()
 	for {
 		buf := make([]byte, chunkSize)
 		n, err := l.up.Read(buf)
