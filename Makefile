@@ -6,8 +6,11 @@ SHELL     := /bin/bash
 GO        ?= go
 TOOL      := $(GO) tool -modfile=tools/go.mod
 BIN       := bin
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
-LDFLAGS   := -X github.com/tetherhq/tether/internal/version.Version=$(VERSION)
+# VERSION / COMMIT: packaging/version.sh (1.2.3 on a v1.2.3 tag, else
+# 0.0.0+git<commit time>.<hash>; ".dirty" / "-dirty" with local changes).
+VERSION   ?= $(shell packaging/version.sh 2>/dev/null || echo devel)
+COMMIT    ?= $(shell packaging/version.sh --commit 2>/dev/null)
+LDFLAGS   := -X github.com/tetherhq/tether/internal/version.Version=$(VERSION) -X github.com/tetherhq/tether/internal/version.Commit=$(COMMIT)
 PREFIX    ?= /usr/local
 DESTDIR   ?=
 CMDS      := tether-server tether-agent tether-gateway tether-loadgen
@@ -97,7 +100,11 @@ run: build
 ## bench: run the benchmarks with the real binaries and rewrite docs/BENCHMARKS.md (≈10 min; BENCH=… picks scenarios)
 BENCH ?= detect,floor,hold,redis,commands
 bench: build deps
-	$(GO) run ./bench -scenarios $(BENCH) > docs/BENCHMARKS.md.new && mv docs/BENCHMARKS.md.new docs/BENCHMARKS.md
+	$(GO) run ./bench -scenarios $(BENCH) > docs/BENCHMARKS.md.new
+	@# keep the Footprint section (`make footprint` owns it) unless the new file has one
+	@grep -q '<!-- footprint:begin -->' docs/BENCHMARKS.md.new || ! grep -q '<!-- footprint:begin -->' docs/BENCHMARKS.md || \
+	  { echo; sed -n '/<!-- footprint:begin -->/,/<!-- footprint:end -->/p' docs/BENCHMARKS.md; } >> docs/BENCHMARKS.md.new
+	mv docs/BENCHMARKS.md.new docs/BENCHMARKS.md
 	@echo "docs/BENCHMARKS.md rewritten"
 
 ## faults: the fault-injection suite (e2e TestFault*: real binaries, real Redis) at full size with the
@@ -162,3 +169,32 @@ install: build
 
 clean:
 	rm -rf $(BIN)
+
+## dist: every release artifact into dist/ (packaging/dist.sh): static, stripped, stamped binaries for
+## linux (agent: amd64 arm64 armv7 armv6; server, gateway: amd64 arm64), tarballs, .deb/.rpm, SHA256SUMS.
+## ARCHS=amd64 limits the architectures. Reproducible: `make dist-check` builds it twice and compares.
+DIST  ?= dist
+ARCHS ?= amd64 arm64 armv7 armv6
+.PHONY: dist packages dist-check footprint
+dist:
+	VERSION='$(VERSION)' COMMIT='$(COMMIT)' ARCHS='$(ARCHS)' packaging/dist.sh $(DIST)
+
+## packages: the .deb and .rpm files (and the binaries they hold) only, into dist/, with SHA256SUMS
+packages:
+	VERSION='$(VERSION)' COMMIT='$(COMMIT)' ARCHS='$(ARCHS)' TARBALLS=0 packaging/dist.sh $(DIST)
+
+## dist-check: build dist twice, each with its own empty Go build cache, and compare every byte (slow: ≈2 full
+## builds per architecture)
+dist-check:
+	@set -e; tmp=$$(mktemp -d); trap 'chmod -R u+w $$tmp; rm -rf $$tmp' EXIT; \
+	for run in a b; do \
+	  echo "dist-check: run $$run (GOCACHE=$$tmp/cache-$$run)"; \
+	  GOCACHE=$$tmp/cache-$$run VERSION='$(VERSION)' COMMIT='$(COMMIT)' ARCHS='$(ARCHS)' packaging/dist.sh $$tmp/$$run 2>/dev/null; \
+	done; \
+	if cmp -s $$tmp/a/SHA256SUMS $$tmp/b/SHA256SUMS; then echo "dist-check: identical ($$(wc -l < $$tmp/a/SHA256SUMS) files)"; \
+	else diff $$tmp/a/SHA256SUMS $$tmp/b/SHA256SUMS; echo "dist-check: NOT reproducible"; exit 1; fi
+
+## footprint: release binary sizes per architecture and the amd64 agent's idle RSS/CPU against a local
+## tether-server (10 s pings); rewrites the "Footprint" section of docs/BENCHMARKS.md in place (≈3 min)
+footprint:
+	VERSION='$(VERSION)' COMMIT='$(COMMIT)' packaging/footprint.sh docs/BENCHMARKS.md

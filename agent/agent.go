@@ -41,14 +41,16 @@ const (
 // Agent keeps the device's session with the server. Construct it with New;
 // Run it once.
 type Agent struct {
-	cfg      Config
-	log      *slog.Logger
-	runner   *command.Runner
-	dialOpts []grpc.DialOption
+	cfg     Config
+	log     *slog.Logger
+	runner  *command.Runner
+	servers []string                     // ParseServers(cfg.ServerAddr)
+	dial    map[string][]grpc.DialOption // per server
 
 	// The loop (Run) owns the following.
 	bo       *backoff.Backoff
 	replaced []time.Time // recent REPLACED closes, oldest first
+	current  int         // index in servers of the next attempt
 }
 
 // New validates cfg, fills in defaults, derives the device id from the
@@ -92,24 +94,29 @@ func New(cfg Config) (*Agent, error) {
 	if creds == nil {
 		creds = insecure.NewCredentials()
 	}
-	a.dialOpts = []grpc.DialOption{
-		grpc.WithTransportCredentials(creds),
-		grpc.WithKeepaliveParams(ClientKeepalive()),
+	a.servers, _ = ParseServers(cfg.ServerAddr) // checked by Validate
+	a.dial = make(map[string][]grpc.DialOption, len(a.servers))
+	for _, addr := range a.servers {
+		opts := []grpc.DialOption{
+			grpc.WithTransportCredentials(creds),
+			grpc.WithKeepaliveParams(ClientKeepalive()),
+		}
+		if cfg.PerRPC != nil {
+			opts = append(opts, grpc.WithPerRPCCredentials(cfg.PerRPC))
+		}
+		if d := tcpDialer(addr, tcpUserTimeout); d != nil {
+			opts = append(opts, grpc.WithContextDialer(d))
+		}
+		opts = append(opts, cfg.DialOptions...)
+		// NewClient does not connect; it checks the target and the options,
+		// so a typo fails at start rather than at every reconnect.
+		conn, err := grpc.NewClient(addr, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("server address %q: %w", addr, err)
+		}
+		conn.Close()
+		a.dial[addr] = opts
 	}
-	if cfg.PerRPC != nil {
-		a.dialOpts = append(a.dialOpts, grpc.WithPerRPCCredentials(cfg.PerRPC))
-	}
-	if d := tcpDialer(cfg.ServerAddr, tcpUserTimeout); d != nil {
-		a.dialOpts = append(a.dialOpts, grpc.WithContextDialer(d))
-	}
-	a.dialOpts = append(a.dialOpts, cfg.DialOptions...)
-	// NewClient does not connect; it checks the target and the options, so
-	// a typo fails at start rather than at every reconnect.
-	conn, err := grpc.NewClient(cfg.ServerAddr, a.dialOpts...)
-	if err != nil {
-		return nil, fmt.Errorf("server address %q: %w", cfg.ServerAddr, err)
-	}
-	conn.Close()
 	return a, nil
 }
 
@@ -127,20 +134,25 @@ func (a *Agent) Run(ctx context.Context) error {
 		watchdog = t.C
 		a.notifyWatchdog()
 	}
-	a.log.Info("agent started", "server", a.cfg.ServerAddr, "agent_version", a.cfg.Version, "legacy_no_pong", a.cfg.LegacyNoPong, "commands", a.runner.Allowed())
+	a.log.Info("agent started", "servers", a.servers, "agent_version", a.cfg.Version, "legacy_no_pong", a.cfg.LegacyNoPong, "commands", a.runner.Allowed())
 	for ctx.Err() == nil {
-		end := a.session(ctx, watchdog)
+		addr := a.servers[a.current]
+		end := a.session(ctx, addr, watchdog)
 		if ctx.Err() != nil {
 			break
 		}
 		delay, why := a.retryDelay(end, time.Now())
-		attrs := []any{"server", a.cfg.ServerAddr, "reason", end.reason(), "retry_in", delay.Round(time.Millisecond)}
+		next := a.advance(end)
+		attrs := []any{"server", addr, "reason", end.reason(), "detail", end.detail(), "retry_in", delay.Round(time.Millisecond)}
+		if next != addr {
+			attrs = append(attrs, "next_server", next)
+		}
 		if end.acked {
 			a.log.Info("session ended", append(attrs, "lease", end.lease, "duration", end.lasted.Round(time.Millisecond), "policy", why)...)
 		} else {
 			a.log.Warn("connect failed", append(attrs, "policy", why)...)
 		}
-		a.status(fmt.Sprintf("disconnected from %s (%s); reconnecting in %v", a.cfg.ServerAddr, end.reason(), delay.Round(time.Millisecond)))
+		a.status(fmt.Sprintf("disconnected from %s (%s); reconnecting to %s in %v", addr, end.reason(), next, delay.Round(time.Millisecond)))
 		if !a.sleep(ctx, delay, watchdog) {
 			break
 		}
@@ -148,6 +160,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.status("stopping")
 	a.log.Info("agent stopped")
 	return nil
+}
+
+// advance picks the server for the next attempt and returns it: the next
+// one in the list after a failure, a refusal or a drain; the same one after
+// a takeover (REPLACED: the server is fine, another session of this device
+// id won).
+func (a *Agent) advance(end sessionEnd) string {
+	if end.close.GetReason() != tetherv1.DisconnectReason_DISCONNECT_REASON_REPLACED {
+		a.current = (a.current + 1) % len(a.servers)
+	}
+	return a.servers[a.current]
 }
 
 // sleep waits d (keeping the watchdog fed); it reports false when ctx ended
@@ -201,9 +224,21 @@ func (a *Agent) retryDelay(end sessionEnd, now time.Time) (time.Duration, string
 		}
 		return max(retryAfter, a.bo.Next()), fmt.Sprintf("replaced %d times within %v (another agent with this device id?): backing off", len(a.replaced), replacedWindow)
 	case tetherv1.DisconnectReason_DISCONNECT_REASON_DRAINING:
+		if len(a.servers) > 1 {
+			// The hint is about the draining server; the next one is
+			// another. The jittered backoff still spreads its agents out.
+			return a.bo.Next(), "server draining: next server after backoff"
+		}
 		// On top of the server's hint, so that a drained server's agents
 		// spread out instead of arriving together.
 		return retryAfter + a.bo.Next(), "server draining: backing off past retry_after"
+	case tetherv1.DisconnectReason_DISCONNECT_REASON_OVERLOADED:
+		// The replica shed this Hello before admitting it: wait its hint
+		// plus up to half of it again, so shed agents spread out.
+		if retryAfter == 0 {
+			return a.bo.Next(), "server overloaded: backoff"
+		}
+		return retryAfter + a.bo.Jitter(retryAfter/2), "server overloaded: retry_after with jitter"
 	case tetherv1.DisconnectReason_DISCONNECT_REASON_FLAPPING,
 		tetherv1.DisconnectReason_DISCONNECT_REASON_AUTH_FAILED,
 		tetherv1.DisconnectReason_DISCONNECT_REASON_AUTH_REVOKED:

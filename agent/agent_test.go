@@ -250,6 +250,18 @@ func TestDrainingBacksOffHonouringRetryAfter(t *testing.T) {
 	})
 }
 
+func TestOverloadedWaitsRetryAfterPlusJitter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := startAgent(t, Config{DeviceID: "d1"})
+		c := h.conn()
+		c.close(tetherv1.DisconnectReason_DISCONNECT_REASON_OVERLOADED, 4*time.Second)
+		next := h.conn()
+		if d := next.at.Sub(c.endAt); d < 4*time.Second || d >= 6*time.Second {
+			t.Fatalf("reconnect %v after OVERLOADED with retry_after 4s, want within [4s, 6s)", d)
+		}
+	})
+}
+
 func TestReplacedReconnectsAtOnceButBacksOffWhenItFlaps(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := startAgent(t, Config{DeviceID: "dup"})
@@ -444,7 +456,7 @@ func TestWatchdogAndStatusComeFromTheLoop(t *testing.T) {
 			}
 		}
 		joined := strings.Join(n.statuses, "\n")
-		for _, want := range []string{"connecting to passthrough:///bufnet", "connected to passthrough:///bufnet (node fake, lease 42)", "disconnected from", "DISCONNECT_REASON_DRAINING", "stopping"} {
+		for _, want := range []string{"connecting to passthrough:///bufnet", "connected to passthrough:///bufnet (node fake, lease 42)", "disconnected from", "(draining)", "stopping"} {
 			if !strings.Contains(joined, want) {
 				t.Errorf("statuses lack %q:\n%s", want, joined)
 			}

@@ -26,8 +26,12 @@ const (
 // Config configures an Agent. Zero values mean the defaults; only
 // ServerAddr is required.
 type Config struct {
-	// ServerAddr is the server's gRPC target: host:port, or any grpc-go
-	// target (dns:///host:port, unix:///path, passthrough:///name).
+	// ServerAddr is the server's gRPC target, or several separated by
+	// commas (ParseServers): host:port, or a grpc-go target
+	// (dns:///host:port, unix:///path, passthrough:///name). The agent
+	// starts with the first and moves to the next after every connection
+	// attempt or session that fails or is refused, and when a server drains
+	// (a REPLACED session reconnects to the same one).
 	ServerAddr string
 	// DeviceID is the device's id: 1-64 characters of [A-Za-z0-9._-].
 	// Empty means the primary MAC address, lowercase with dashes
@@ -143,6 +147,8 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.ServerAddr == "" {
 		errs = append(errs, errors.New("server address is empty"))
+	} else if _, err := ParseServers(c.ServerAddr); err != nil {
+		errs = append(errs, err)
 	}
 	if c.DeviceID != "" {
 		if err := deviceid.Validate(c.DeviceID); err != nil {

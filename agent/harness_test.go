@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -140,7 +141,9 @@ func (f *fakeInfo) setHostname(h string) {
 // synctest.Test: the fake clock then drives backoff, timeouts and tickers.
 type harness struct {
 	t      *testing.T
-	srv    *fakeServer
+	srv    *fakeServer            // the first server
+	srvs   map[string]*fakeServer // by name (passthrough:///<name>)
+	lis    map[string]*bufconn.Listener
 	info   *fakeInfo
 	cancel context.CancelFunc
 	done   chan error
@@ -149,22 +152,37 @@ type harness struct {
 
 func startAgent(t *testing.T, cfg Config) *harness {
 	t.Helper()
-	lis := bufconn.Listen(1 << 20)
-	// The real server's enforcement policy (server/keepalive.go): pings
-	// from the agent more often than every 10s would earn a GOAWAY. The
-	// server's own pings are left off: they would keep the agent's
-	// keepalive from ever firing, and these tests want it to.
-	gs := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: serverMinPingTime, PermitWithoutStream: false}))
-	srv := &fakeServer{conns: make(chan *fakeConn, 16)}
-	tetherv1.RegisterAgentServiceServer(gs, srv)
-	go gs.Serve(lis)
+	return startAgentOn(t, cfg, "bufnet")
+}
+
+// startAgentOn runs one fake server per name and an agent given all of them,
+// in order, as passthrough:///<name>.
+func startAgentOn(t *testing.T, cfg Config, names ...string) *harness {
+	t.Helper()
+	srvs := map[string]*fakeServer{}
+	liss := map[string]*bufconn.Listener{}
+	var addrs []string
+	for _, name := range names {
+		lis := bufconn.Listen(1 << 20)
+		// The real server's enforcement policy (server/keepalive.go): pings
+		// from the agent more often than every 10s would earn a GOAWAY. The
+		// server's own pings are left off: they would keep the agent's
+		// keepalive from ever firing, and these tests want it to.
+		gs := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: serverMinPingTime, PermitWithoutStream: false}))
+		srv := &fakeServer{conns: make(chan *fakeConn, 16)}
+		tetherv1.RegisterAgentServiceServer(gs, srv)
+		go gs.Serve(lis)
+		t.Cleanup(func() { gs.Stop(); lis.Close() })
+		srvs[name], liss[name] = srv, lis
+		addrs = append(addrs, "passthrough:///"+name)
+	}
 
 	fi := &fakeInfo{info: &tetherv1.DeviceInfo{
 		Mac: "aa:bb:cc:dd:ee:ff", Hostname: "box-1", IpAddresses: []string{"192.0.2.7"}, Os: "linux", Arch: "amd64", BootId: "boot-1",
 	}}
-	cfg.ServerAddr = "passthrough:///bufnet"
-	cfg.DialOptions = append(cfg.DialOptions, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-		return lis.DialContext(ctx)
+	cfg.ServerAddr = strings.Join(addrs, ",")
+	cfg.DialOptions = append(cfg.DialOptions, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		return liss[addr].DialContext(ctx)
 	}))
 	if cfg.InfoSource == nil {
 		cfg.InfoSource = fi.get
@@ -178,13 +196,9 @@ func startAgent(t *testing.T, cfg Config) *harness {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &harness{t: t, srv: srv, info: fi, cancel: cancel, done: make(chan error, 1), agent: a}
+	h := &harness{t: t, srv: srvs[names[0]], srvs: srvs, lis: liss, info: fi, cancel: cancel, done: make(chan error, 1), agent: a}
 	go func() { h.done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		h.stop()
-		gs.Stop()
-		lis.Close()
-	})
+	t.Cleanup(h.stop) // before the servers stop (cleanups run last first)
 	return h
 }
 
@@ -192,6 +206,25 @@ func startAgent(t *testing.T, cfg Config) *harness {
 func (h *harness) conn() *fakeConn {
 	h.t.Helper()
 	c := <-h.srv.conns
+	c.t = h.t
+	return c
+}
+
+// connOn waits for the agent's next stream, which must reach the server
+// called name.
+func (h *harness) connOn(name string) *fakeConn {
+	h.t.Helper()
+	for n, srv := range h.srvs {
+		if n == name {
+			continue
+		}
+		select {
+		case c := <-srv.conns:
+			h.t.Fatalf("the agent connected to %s, want %s (hello %v)", n, name, c.hello)
+		default:
+		}
+	}
+	c := <-h.srvs[name].conns
 	c.t = h.t
 	return c
 }

@@ -9,10 +9,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/internal/logging"
 )
 
 // errHelloTimeout ends an attempt that did not get a HelloAck in time.
@@ -27,19 +30,40 @@ type sessionEnd struct {
 	err    error           // the error that ended it otherwise
 }
 
-// reason is a short text for logs and status.
+// reason is the word for how it ended, in the vocabulary the server's logs
+// use (logging.Reason): the server's Close reason ("draining",
+// "replaced", ...); "hello_timeout", "auth_failed", "unavailable" or
+// "error" for an end without a Close.
 func (e sessionEnd) reason() string {
 	if e.close != nil {
-		s := e.close.GetReason().String()
-		if m := e.close.GetMessage(); m != "" {
-			s += ": " + m
-		}
-		return s
+		return logging.Reason(e.close.GetReason())
+	}
+	switch {
+	case e.err == nil:
+		return "ended"
+	case errors.Is(e.err, errHelloTimeout):
+		return "hello_timeout"
+	}
+	switch status.Code(e.err) {
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return "auth_failed"
+	case codes.Unavailable:
+		return "unavailable"
+	case codes.ResourceExhausted:
+		return "resource_exhausted"
+	}
+	return "error"
+}
+
+// detail is the human part: the Close message or the error.
+func (e sessionEnd) detail() string {
+	if e.close != nil {
+		return e.close.GetMessage()
 	}
 	if e.err != nil {
 		return e.err.Error()
 	}
-	return "ended"
+	return ""
 }
 
 // inbound is one result of stream.Recv.
@@ -63,9 +87,9 @@ type session struct {
 // session runs one connection attempt and, when the server accepts it, the
 // session, until it ends. Every goroutine it starts has finished when it
 // returns.
-func (a *Agent) session(ctx context.Context, watchdog <-chan time.Time) (end sessionEnd) {
-	a.status("connecting to " + a.cfg.ServerAddr)
-	conn, err := grpc.NewClient(a.cfg.ServerAddr, a.dialOpts...)
+func (a *Agent) session(ctx context.Context, addr string, watchdog <-chan time.Time) (end sessionEnd) {
+	a.status("connecting to " + addr)
+	conn, err := grpc.NewClient(addr, a.dial[addr]...)
 	if err != nil {
 		return sessionEnd{err: fmt.Errorf("dial: %w", err)}
 	}
@@ -142,9 +166,9 @@ func (a *Agent) session(ctx context.Context, watchdog <-chan time.Time) (end ses
 	start := time.Now()
 	end = sessionEnd{acked: true, lease: ack.GetLeaseId()}
 	defer func() { end.lasted = time.Since(start) }()
-	a.log.Info("session started", "server", a.cfg.ServerAddr, "lease", ack.GetLeaseId(), "node", ack.GetServerNode(),
-		"mode", ack.GetLivenessMode().String(), "ping_interval", ack.GetPingInterval().AsDuration(), "ping_timeout", ack.GetPingTimeout().AsDuration())
-	a.status(fmt.Sprintf("connected to %s (node %s, lease %d)", a.cfg.ServerAddr, ack.GetServerNode(), ack.GetLeaseId()))
+	a.log.Info("session started", "server", addr, "lease", ack.GetLeaseId(), "node", ack.GetServerNode(),
+		"mode", logging.Mode(ack.GetLivenessMode()), "ping_interval", ack.GetPingInterval().AsDuration(), "ping_timeout", ack.GetPingTimeout().AsDuration())
+	a.status(fmt.Sprintf("connected to %s (node %s, lease %d)", addr, ack.GetServerNode(), ack.GetLeaseId()))
 	if a.cfg.OnSession != nil {
 		a.cfg.OnSession(ack.GetLeaseId())
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,13 @@ import (
 // shows is run. (The README's blocks also hold make and install lines.)
 func docCommands(t *testing.T, path string, strict bool) []string {
 	t.Helper()
+	return docBlockCommands(t, path, "sh", strict)
+}
+
+// docBlockCommands is docCommands for the blocks whose fence is exactly
+// "```"+info ("sh", or "sh roles" for the blocks run with API keys).
+func docBlockCommands(t *testing.T, path, info string, strict bool) []string {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -30,7 +38,7 @@ func docCommands(t *testing.T, path string, strict bool) []string {
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		switch {
-		case strings.HasPrefix(line, "```sh"):
+		case line == "```"+info:
 			in = true
 		case strings.HasPrefix(line, "```"):
 			in = false
@@ -70,13 +78,14 @@ var adminChecks = []adminCheck{
 	{"DeviceService/DisconnectDevice", 0, []string{`"leaseId"`, `"node"`}},
 	{"/v1/devices/demo-1:disconnect", 0, []string{`"leaseId"`, `"node"`}},
 	{"Health/Check", 0, []string{`"status": "SERVING"`}},
-	{"9090/healthz", 0, []string{"ok"}},
-	{"9090/readyz", 0, []string{"ready"}},
+	{"7075/healthz", 0, []string{"ok"}},
+	{"7075/readyz", 0, []string{"ready"}},
 	{"8080/healthz", 0, []string{`{"status":"ok"}`}},
 	{"8080/readyz", 0, []string{`{"status":"ok"}`}},
 	{"^tether_(sessions|", 0, []string{`tether_sessions{mode="app_pong"} 1`, "tether_connects_total "}},
 	{"^tether_(commands_total|", 0, []string{`tether_commands_total{outcome="OK"} 2`, "tether_command_duration_seconds_count 2"}},
-	{"^tether_grpc_server_handled_total", 0, []string{`tether_grpc_server_handled_total{code="OK",method="/tether.v1.DeviceService/SendCommand"} 2`}},
+	{"^grpc_server_handled_total", 0, []string{`grpc_server_handled_total{grpc_code="OK",grpc_method="SendCommand",grpc_service="tether.v1.DeviceService",grpc_type="unary"} 2`}},
+	{"^tether_build_info", 0, []string{`tether_build_info{goversion="go`, ` 1`}},
 	{"label_selector", 0, []string{"demo-1", "env"}},
 	{"DeviceService/ListDevices", 0, []string{`"deviceId": "demo-1"`, `"online": true`}},
 	{"DeviceService/GetDevice", 0, []string{`"deviceId": "demo-1"`, "LIVENESS_MODE_APP_PONG"}},
@@ -112,17 +121,17 @@ func TestAdminDocCommandsWorkAsWritten(t *testing.T) {
 			t.Fatalf("no output check for %s (add one to adminChecks)", c)
 		}
 	}
-	for _, addr := range []string{"127.0.0.1:7070", "127.0.0.1:8080", "127.0.0.1:9090"} {
+	for _, addr := range []string{"127.0.0.1:7070", "127.0.0.1:8080", "127.0.0.1:7075"} {
 		if c, err := netDial(addr); err == nil {
 			c.Close()
 			t.Fatalf("%s is already in use; the docs/ADMIN.md examples need it free", addr)
 		}
 	}
 	grpcurl := grpcurlPath(t)
-	srv := start(t, "tether-server", "--listen", "127.0.0.1:7070", "--http", "127.0.0.1:8080", "--metrics", "127.0.0.1:9090")
+	srv := start(t, "tether-server", "--listen", "127.0.0.1:7070", "--http", "127.0.0.1:8080", "--metrics", "127.0.0.1:7075")
 	waitListening(t, "127.0.0.1:7070")
 	waitListening(t, "127.0.0.1:8080")
-	waitListening(t, "127.0.0.1:9090")
+	waitListening(t, "127.0.0.1:7075")
 	demo, err := os.ReadFile("../scripts/demo-agent.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -188,5 +197,105 @@ func TestAdminDocCommandsWorkAsWritten(t *testing.T) {
 	}
 	if n := len(kickedLine.FindAllString(logs, -1)); n != 2 {
 		t.Errorf("%d log lines matching %s, want 2 (one per kick)", n, kickedLine)
+	}
+}
+
+// roleChecks are the outputs of the "sh roles" blocks of docs/ADMIN.md.
+var roleChecks = []adminCheck{
+	{"7070 grpc.health.v1.Health/Check", 0, []string{`"status": "SERVING"`}},
+	{"-plaintext 127.0.0.1:7070 list", 0, []string{"grpc.health.v1.Health"}},
+	{"$VIEWER_KEY\" 127.0.0.1:7070 list", 0, []string{"tether.v1.DeviceService", "tether.v1.AdminService", "grpc.health.v1.Health"}},
+	{"DeviceService/GetDevice", 0, []string{`"deviceId": "demo-1"`}},
+	{"/v1/devices/demo-1:command", 0, []string{`"output":"hello operator\n"`}},
+	{"http://127.0.0.1:8080/v1/devices/demo-1", 0, []string{`"deviceId":"demo-1"`}},
+	{"$VIEWER_KEY\" -d '{\"device_id\": \"demo-1\", \"name\": \"echo\"}'", 71, []string{"PermissionDenied", "needs operator"}},
+	{"$OPERATOR_KEY\" -d", 0, []string{`"output": "hello operator\n"`}},
+	{"AdminService/RevokeToken", 0, []string{`"tokenId": "0123456789abcdef0123"`}},
+	{"-import-path api -proto", 0, []string{`"deviceId": "demo-1"`}},
+}
+
+// TestAdminDocRoleRecipesWorkAsWritten runs the "sh roles" blocks of
+// docs/ADMIN.md against a server with a viewer, an operator and an admin
+// key, from the repository root (for -import-path api), in order.
+func TestAdminDocRoleRecipesWorkAsWritten(t *testing.T) {
+	cmds := docBlockCommands(t, "../docs/ADMIN.md", "sh roles", true)
+	if len(cmds) < 9 {
+		t.Fatalf("found only %d commands in the sh roles blocks of docs/ADMIN.md", len(cmds))
+	}
+	check := func(cmd string) (adminCheck, bool) {
+		for _, c := range roleChecks {
+			if strings.Contains(cmd, c.match) {
+				return c, true
+			}
+		}
+		return adminCheck{}, false
+	}
+	for _, c := range cmds {
+		if _, ok := check(c); !ok {
+			t.Fatalf("no output check for %s (add one to roleChecks)", c)
+		}
+	}
+	for _, addr := range []string{"127.0.0.1:7070", "127.0.0.1:8080"} {
+		if c, err := netDial(addr); err == nil {
+			c.Close()
+			t.Fatalf("%s is already in use; the docs/ADMIN.md examples need it free", addr)
+		}
+	}
+	keys := map[string]string{"VIEWER_KEY": "doc-viewer-key-0123456789", "OPERATOR_KEY": "doc-operator-key-0123456789", "ADMIN_KEY": "doc-admin-key-0123456789"}
+	var lines []string
+	env := os.Environ()
+	for v, k := range keys {
+		role := strings.ToLower(strings.TrimSuffix(v, "_KEY"))
+		out, stderr, err := runBin(t, k+"\n", "tether-server", "apikey", "hash", "--role", role, "--name", role)
+		if err != nil {
+			t.Fatalf("apikey hash: %v %s", err, stderr)
+		}
+		lines = append(lines, strings.TrimSpace(out))
+		env = append(env, v+"="+k)
+	}
+	keyFile := writeFile(t, "api-keys", []byte(strings.Join(lines, "\n")+"\n"))
+	grpcurl := grpcurlPath(t)
+	start(t, "tether-server", "--listen", "127.0.0.1:7070", "--http", "127.0.0.1:8080", "--api-keys-file", keyFile)
+	waitListening(t, "127.0.0.1:7070")
+	waitListening(t, "127.0.0.1:8080")
+	start(t, "tether-agent", "--server", "127.0.0.1:7070", "--device-id", "demo-1", "--config", writeAgentConfig(t, ""))
+	eventually(t, 20*time.Second, func() error {
+		d, _, err := getDeviceWith(http.DefaultClient, "http://127.0.0.1:8080", "demo-1", keys["VIEWER_KEY"])
+		if err == nil && !d.Online {
+			err = errors.New("demo-1 offline")
+		}
+		return err
+	})
+	env = append(env, "PATH="+filepath.Dir(grpcurl)+":"+os.Getenv("PATH"))
+	for _, c := range cmds {
+		want, _ := check(c)
+		line := c
+		if strings.HasPrefix(c, "curl ") {
+			line = "set -o pipefail; curl --fail-with-body " + strings.TrimPrefix(c, "curl ")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, "bash", "-c", line)
+		cmd.Dir, cmd.Env = "..", env
+		out, err := cmd.CombinedOutput()
+		cancel()
+		code := 0
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("%s\n  could not run: %v", c, err)
+		}
+		if code != want.exit {
+			t.Errorf("%s\n  exit status %d, want %d:\n%s", c, code, want.exit, out)
+			continue
+		}
+		for _, w := range want.want {
+			if !strings.Contains(string(out), w) {
+				t.Errorf("%s\n  output lacks %q:\n%s", c, w, out)
+			}
+		}
+		if strings.Contains(c, "127.0.0.1:7070 list") && !strings.Contains(c, "Bearer") && strings.Contains(string(out), "tether.v1.") {
+			t.Errorf("%s\n  reflection without a key describes more than health:\n%s", c, out)
+		}
+		t.Logf("ok (exit %d): %s", code, c)
 	}
 }

@@ -63,8 +63,9 @@ type dashboard struct {
 	} `json:"templating"`
 }
 
-// metricName is a Tether metric name in a PromQL expression.
-var metricName = regexp.MustCompile(`\btether_[a-zA-Z0-9_]+`)
+// metricName is a Tether or standard gRPC server metric name in a PromQL
+// expression.
+var metricName = regexp.MustCompile(`\b(?:tether|grpc_server)_[a-zA-Z0-9_]+`)
 
 // loadDashboard parses docs/grafana-dashboard.json, checks its structure, and
 // returns every Tether metric name its queries reference, with the panel
@@ -210,7 +211,7 @@ func TestDashboardQueriesOnlyMetricsTheBinariesExport(t *testing.T) {
 		"tether_sessions", "tether_offline_detection_seconds_bucket", "tether_disconnects_total",
 		"tether_command_duration_seconds_bucket", "tether_commands_total", "tether_ping_rtt_seconds_bucket",
 		"tether_registry_stale_writes_total", "tether_registry_errors_total", "tether_registry_remirrors_total",
-		"tether_watchers", "tether_grpc_server_handled_total",
+		"tether_watchers", "grpc_server_handled_total", "grpc_server_handling_seconds_bucket",
 	} {
 		if len(refs[want]) == 0 {
 			t.Errorf("no panel queries %s", want)

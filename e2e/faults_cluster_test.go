@@ -240,7 +240,7 @@ func TestFaultDuplicateDeviceID(t *testing.T) {
 	flapping := int(srv.metric(t, "tether_flapping_total"))
 	refused := 0
 	for _, a := range agents {
-		refused += strings.Count(a.out.String(), "DISCONNECT_REASON_FLAPPING")
+		refused += strings.Count(a.out.String(), "reason=flapping")
 	}
 	if takeovers > flapLimit+3 {
 		t.Errorf("%d takeovers in %v, want at most %d", takeovers, dur, flapLimit+3)

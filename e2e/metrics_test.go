@@ -186,7 +186,7 @@ func TestMetricsFollowAnEndToEndScenario(t *testing.T) {
 		delta{"tether_commands_total", []string{"outcome", "OK"}, 1},
 		delta{"tether_commands_total", nil, 1},
 		delta{"tether_command_duration_seconds_count", nil, 1},
-		delta{"tether_grpc_server_handled_total", []string{"method", "/tether.v1.DeviceService/SendCommand", "code", "OK"}, 1})
+		delta{"grpc_server_handled_total", []string{"grpc_service", "tether.v1.DeviceService", "grpc_method", "SendCommand", "grpc_code", "OK", "grpc_type", "unary"}, 1})
 
 	// Pings are answered and timed (one every ~2s).
 	eventually(t, 10*time.Second, func() error {

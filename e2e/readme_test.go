@@ -12,14 +12,14 @@ import (
 // TestREADMEExamplesWorkAsWritten starts the system the way `make run` does
 // (same ports, same demo agent) and runs every README example.
 func TestREADMEExamplesWorkAsWritten(t *testing.T) {
-	for _, addr := range []string{"127.0.0.1:7070", "127.0.0.1:8080", "127.0.0.1:9090"} {
+	for _, addr := range []string{"127.0.0.1:7070", "127.0.0.1:8080", "127.0.0.1:7075"} {
 		if c, err := netDial(addr); err == nil {
 			c.Close()
 			t.Fatalf("%s is already in use; the README examples need it free", addr)
 		}
 	}
 	grpcurl := grpcurlPath(t)
-	start(t, "tether-server", "--listen", "127.0.0.1:7070", "--http", "127.0.0.1:8080", "--metrics", "127.0.0.1:9090")
+	start(t, "tether-server", "--listen", "127.0.0.1:7070", "--http", "127.0.0.1:8080", "--metrics", "127.0.0.1:7075")
 	waitListening(t, "127.0.0.1:7070")
 	waitListening(t, "127.0.0.1:8080")
 	demo, err := os.ReadFile("../scripts/demo-agent.yaml")

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -243,4 +244,227 @@ func TestAPIKeysThroughTheGateway(t *testing.T) {
 			t.Errorf("POST :command with key %q: %d %s; want %d", tc.key, resp.StatusCode, body, tc.want)
 		}
 	}
+}
+
+// exitsWith runs tether-server or tether-gateway expecting it to refuse to
+// start with an error containing want.
+func exitsWith(t *testing.T, want string, bin string, args ...string) {
+	t.Helper()
+	_, stderr, err := runBin(t, "", bin, args...)
+	if err == nil || !strings.Contains(stderr, want) {
+		t.Errorf("%s %s: err=%v stderr=%s; want a refusal containing %q", bin, strings.Join(args, " "), err, stderr, want)
+	}
+}
+
+// TestNoPlaintextOffLoopbackAnywhere: the gateway's --listen and both
+// binaries' --metrics follow the server's loopback rule; the gateway
+// serves HTTPS with --tls-cert/--tls-key, and every response says nosniff.
+func TestNoPlaintextOffLoopbackAnywhere(t *testing.T) {
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	exitsWith(t, "--insecure", "tether-gateway", "--listen", "0.0.0.0:"+port)
+	exitsWith(t, "--metrics", "tether-gateway", "--metrics", "0.0.0.0:"+port)
+	exitsWith(t, "--metrics", "tether-server", "--listen", freeAddr(t), "--metrics", "0.0.0.0:"+port)
+
+	p := newPKI(t)
+	srvCert, srvKey := p.leaf("server", "", true)
+	grpcAddr, gwAddr := freeAddr(t), freeAddr(t)
+	start(t, "tether-server", "--listen", grpcAddr, "--tls-cert", srvCert, "--tls-key", srvKey)
+	waitListening(t, grpcAddr)
+	start(t, "tether-gateway", "--listen", gwAddr, "--server", grpcAddr, "--server-ca", p.caFile(), "--tls-cert", srvCert, "--tls-key", srvKey)
+	waitListening(t, gwAddr)
+	hc := p.httpClient()
+	eventually(t, 20*time.Second, func() error {
+		resp, err := hc.Get("https://" + gwAddr + "/v1/devices")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			return fmt.Errorf("GET /v1/devices over HTTPS: %s %v", resp.Status, resp.Header)
+		}
+		return nil
+	})
+	if resp, err := http.Get("http://" + gwAddr + "/v1/devices"); err == nil && resp.StatusCode == 200 {
+		resp.Body.Close()
+		t.Fatal("the TLS gateway answered plaintext HTTP")
+	}
+}
+
+// TestSecretFileHygiene: a group/world-writable secret file, or one file
+// for two secrets, stops the server with a one-line fix.
+func TestSecretFileHygiene(t *testing.T) {
+	sec := writeFile(t, "token.secret", []byte("e2e-token-secret-0123456789abcdef0123456789\n"))
+	other := writeFile(t, "cluster.secret", []byte("e2e-cluster-secret-0123456789abcdef0123456789\n"))
+	keys := writeFile(t, "api-keys", []byte(""))
+	if err := os.Chmod(sec, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	exitsWith(t, "chmod go-w "+sec, "tether-server", "--listen", freeAddr(t), "--token-secret-file", sec)
+	if err := os.Chmod(keys, 0o620); err != nil {
+		t.Fatal(err)
+	}
+	exitsWith(t, "chmod go-w "+keys, "tether-server", "--listen", freeAddr(t), "--api-keys-file", keys)
+	if err := os.Chmod(sec, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	exitsWith(t, "--token-secret-file and --cluster-secret-file are the same file", "tether-server", "--listen", freeAddr(t), "--token-secret-file", sec, "--cluster-secret-file", sec)
+	_ = other
+}
+
+// TestTheServerReadsItsSecretsAsTheUnitRunsIt: as tether-server.service
+// does — a non-root uid (DynamicUser=yes), the secrets root-only in
+// /etc/tether but handed over by LoadCredential= in $CREDENTIALS_DIRECTORY,
+// the *_FILE settings bare names — the server reads every secret.
+func TestTheServerReadsItsSecretsAsTheUnitRunsIt(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to start the server as another uid")
+	}
+	const uid, gid = 65534, 65534 // nobody: stands in for the dynamic user
+	// The binary must be reachable by that uid (the e2e bin dir is 0700).
+	dir, err := os.MkdirTemp("", "tether-unit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Chmod(dir, 0o755))
+	bin, err := os.ReadFile(filepath.Join(binDir, "tether-server"))
+	must(err)
+	must(os.WriteFile(filepath.Join(dir, "tether-server"), bin, 0o755))
+
+	// What systemd makes of LoadCredential=: a directory only the service
+	// user may read, one 0400 file per credential, owned by that user.
+	creds := filepath.Join(dir, "credentials")
+	must(os.Mkdir(creds, 0o500))
+	keyLine, _, err := runBin(t, "e2e-viewer-key-0123456789\n", "tether-server", "apikey", "hash", "--role", "viewer", "--name", "viewer")
+	must(err)
+	for name, body := range map[string]string{
+		"token.secret":   "e2e-token-secret-0123456789abcdef0123456789\n",
+		"cluster.secret": "e2e-cluster-secret-0123456789abcdef012345678\n",
+		"api-keys":       keyLine,
+	} {
+		p := filepath.Join(creds, name)
+		must(os.WriteFile(p, []byte(body), 0o400))
+		must(os.Chown(p, uid, gid))
+	}
+	must(os.Chown(creds, uid, gid))
+	// The same files root-only elsewhere are what the unit could not read.
+	rootOnly := filepath.Join(dir, "root-only.secret")
+	must(os.WriteFile(rootOnly, []byte("e2e-token-secret-0123456789abcdef0123456789\n"), 0o400))
+
+	run := func(env ...string) (*exec.Cmd, *syncBuffer) {
+		cmd := exec.Command(filepath.Join(dir, "tether-server"))
+		cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=/"}, env...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}, Setpgid: true}
+		out := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		return cmd, out
+	}
+	cmd, out := run("TETHER_LISTEN="+freeAddr(t), "TETHER_TOKEN_SECRET_FILE="+rootOnly)
+	if err := cmd.Run(); err == nil || !strings.Contains(out.String(), "permission denied") {
+		t.Fatalf("a root-only secret read as uid %d: err=%v out=%s; want permission denied", uid, err, out)
+	}
+
+	grpcAddr, httpAddr := freeAddr(t), freeAddr(t)
+	cmd, out = run("CREDENTIALS_DIRECTORY="+creds, "TETHER_LISTEN="+grpcAddr, "TETHER_HTTP="+httpAddr,
+		"TETHER_TOKEN_SECRET_FILE=token.secret", "TETHER_CLUSTER_SECRET_FILE=cluster.secret", "TETHER_API_KEYS_FILE=api-keys", "TETHER_LOG_FORMAT=json")
+	must(cmd.Start())
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("server output:\n%s", out)
+		}
+	})
+	waitListening(t, httpAddr)
+	eventually(t, 10*time.Second, func() error {
+		s := out.String()
+		for _, want := range []string{`"device_tokens":true`, `"api_keys":1`, `"cluster_secret":true`} {
+			if !strings.Contains(s, want) {
+				return fmt.Errorf("start line lacks %s", want)
+			}
+		}
+		return nil
+	})
+	req, _ := http.NewRequest(http.MethodGet, "http://"+httpAddr+"/v1/devices", nil)
+	for key, want := range map[string]int{"": 401, "e2e-viewer-key-0123456789": 200} {
+		req.Header.Del("Authorization")
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		must(err)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET /v1/devices with key %q: %d, want %d", key, resp.StatusCode, want)
+		}
+	}
+}
+
+// TestForwardedCommandsAreAuditedOnBothReplicas: two replicas with a
+// cluster secret; a command through the replica that does not hold the
+// device is forwarded with a proof bound to both nodes, and each replica
+// writes its audit line (the API key on one, the peer on the other).
+func TestForwardedCommandsAreAuditedOnBothReplicas(t *testing.T) {
+	keyLine, _, err := runBin(t, "e2e-operator-key-0123456789\n", "tether-server", "apikey", "hash", "--role", "operator", "--name", "ops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := writeFile(t, "api-keys", []byte(keyLine))
+	secret := writeFile(t, "cluster.secret", []byte("e2e-cluster-secret-0123456789abcdef012345678\n"))
+	rds := testredis.Start(t)
+	g1, g2, h2 := freeAddr(t), freeAddr(t), freeAddr(t)
+	common := []string{"--redis", rds.URL(), "--api-keys-file", keys, "--cluster-secret-file", secret, "--log-format", "json"}
+	s1 := start(t, "tether-server", append([]string{"--listen", g1, "--node", "s1"}, common...)...)
+	s2 := start(t, "tether-server", append([]string{"--listen", g2, "--http", h2, "--node", "s2"}, common...)...)
+	waitListening(t, g1)
+	waitListening(t, h2)
+	start(t, "tether-agent", "--server", g1, "--device-id", "fwd-1", "--config", writeAgentConfig(t, ""))
+	var body []byte
+	eventually(t, 20*time.Second, func() error {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+h2+"/v1/devices/fwd-1:command", strings.NewReader(`{"name":"echo","args":["hi"]}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer e2e-operator-key-0123456789")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ = io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("POST :command via s2: %s %s", resp.Status, body)
+		}
+		return nil
+	})
+	if !strings.Contains(string(body), `"node":"s1"`) {
+		t.Fatalf("command answered by %s; want s1 (forwarded)", body)
+	}
+	auditLine := func(p *proc, action, caller string) error {
+		for _, l := range strings.Split(p.out.String(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "audit" && m["action"] == action && m["caller"] == caller &&
+				m["device"] == "fwd-1" && m["command"] == "echo" && m["code"] == "OK" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no audit line action=%s caller=%s", action, caller)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if err := auditLine(s2, "send_command", "key:ops"); err != nil {
+			return err
+		}
+		return auditLine(s1, "forward_command", "peer:s2")
+	})
 }

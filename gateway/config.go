@@ -14,9 +14,24 @@ import (
 
 // Defaults for the zero values of Config.
 const (
-	// DefaultMaxBodyBytes caps request bodies. A SendCommand body is a command
-	// name and its argv; 1 MiB is generous for that and small enough to buffer.
-	DefaultMaxBodyBytes = 1 << 20
+	// DefaultMaxBodyBytes caps request bodies. The largest valid request is
+	// a SendCommand with 64 args of 4096 bytes (the server's limits), every
+	// byte a control character that JSON escapes as \u00XX (6 bytes), plus
+	// 16 KiB for the name, timeout and syntax: 1,589,248 bytes.
+	DefaultMaxBodyBytes = 64*4096*6 + 16<<10
+	// DefaultMaxBodyReads bounds the request bodies read at once; a request
+	// that finds no slot within bodyWait is answered 429.
+	DefaultMaxBodyReads = 32
+	// DefaultWatchConns is how many gRPC connections New dials for watch
+	// streams, separate from the one that carries unary calls.
+	DefaultWatchConns = 8
+	// DefaultStreamsPerConn is tether-server's default cap on concurrent
+	// streams per connection (--max-streams-per-conn).
+	DefaultStreamsPerConn = 32
+	// Defaults of the HTTP server limits Serve applies.
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultMaxHeaderBytes    = 64 << 10
 	// DefaultHealthTimeout bounds the gRPC health check behind /healthz and
 	// /readyz. Probes usually time out after 1–5 s; answering 503 first tells
 	// the prober more than letting it time out.
@@ -71,6 +86,38 @@ type Config struct {
 	// slog.Default().
 	Logger *slog.Logger
 
+	// StreamConn, for NewHandler only, carries the watch streams so that
+	// they never share a connection (and its stream cap) with unary calls.
+	// Nil means the handler's connection.
+	StreamConn *grpc.ClientConn
+
+	// WatchConns, for New only, is how many connections are dialled for
+	// watch streams besides the one for unary calls. Zero means
+	// DefaultWatchConns.
+	WatchConns int
+
+	// MaxWatches caps the watch streams open through this gateway; more
+	// are answered 429. Zero means WatchConns × (DefaultStreamsPerConn - 1)
+	// for New (what the servers accept on those connections by default,
+	// less each connection's health-check stream), no gateway cap for
+	// NewHandler (the server's caps apply).
+	MaxWatches int
+
+	// RequireCredentials refuses an API request without an Authorization
+	// header with 401 before its body is read. Set it when the servers
+	// have API keys configured.
+	RequireCredentials bool
+
+	// MaxBodyReads bounds the request bodies read at once. Zero means
+	// DefaultMaxBodyReads.
+	MaxBodyReads int
+
+	// ReadHeaderTimeout, IdleTimeout and MaxHeaderBytes configure the HTTP
+	// server of Serve and Run. Zero means the Default values.
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
+
 	// Metrics, if set, records every request (tether_gateway_requests_total,
 	// tether_gateway_request_duration_seconds) and the open watch streams
 	// (tether_gateway_watchers); see NewMetrics. Nil records nothing.
@@ -106,6 +153,9 @@ func (c Config) Validate() error {
 	if c.HealthTimeout < 0 {
 		errs = append(errs, fmt.Errorf("gateway: HealthTimeout %v: must not be negative", c.HealthTimeout))
 	}
+	if c.WatchConns < 0 || c.MaxWatches < 0 || c.MaxBodyReads < 0 || c.MaxHeaderBytes < 0 || c.ReadHeaderTimeout < 0 || c.IdleTimeout < 0 {
+		errs = append(errs, errors.New("gateway: WatchConns, MaxWatches, MaxBodyReads, MaxHeaderBytes, ReadHeaderTimeout and IdleTimeout must not be negative"))
+	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("gateway: ShutdownTimeout %v: must not be negative", c.ShutdownTimeout))
 	}
@@ -122,6 +172,21 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.MaxBodyReads == 0 {
+		c.MaxBodyReads = DefaultMaxBodyReads
+	}
+	if c.WatchConns == 0 {
+		c.WatchConns = DefaultWatchConns
+	}
+	if c.ReadHeaderTimeout == 0 {
+		c.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -163,4 +228,29 @@ func parseOrigins(list []string) (originSet, error) {
 		set.origins[strings.ToLower(u.Scheme+"://"+u.Host)] = true
 	}
 	return set, errors.Join(errs...)
+}
+
+// CheckPlaintext refuses to serve plaintext HTTP (no TLS) on a listen
+// address that is not loopback unless insecure is set: API keys and
+// commands would cross the network in clear. flag names the address in the
+// error.
+func CheckPlaintext(flag, addr string, tls, insecure bool) error {
+	if addr == "" || tls || insecure || isLoopback(addr) {
+		return nil
+	}
+	return fmt.Errorf("refusing to serve plaintext on %s %s, which is not a loopback address: "+
+		"give --tls-cert and --tls-key, or --insecure to accept plaintext on a trusted network (see docs/SECURITY.md)", flag, addr)
+}
+
+// isLoopback reports whether a listen address binds loopback only.
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

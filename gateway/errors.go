@@ -1,10 +1,13 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	_ "google.golang.org/genproto/googleapis/rpc/errdetails" // lets error details of these types be rendered as JSON
@@ -29,7 +32,20 @@ func marshalStatus(st *spb.Status) []byte {
 		st = &spb.Status{Code: st.GetCode(), Message: st.GetMessage()}
 		b, _ = errorJSON.Marshal(st) // cannot fail without details
 	}
-	return b
+	return compact(b)
+}
+
+// compact removes the insignificant whitespace protojson inserts. protojson
+// makes its output deliberately unstable (a space or not after ',' and ':',
+// chosen per binary), so without this the embedded gateway and
+// tether-gateway would format the same answer differently.
+func compact(b []byte) []byte {
+	var buf bytes.Buffer
+	buf.Grow(len(b))
+	if err := json.Compact(&buf, b); err != nil {
+		return b
+	}
+	return buf.Bytes()
 }
 
 // writeStatus writes st as the JSON error body with the given HTTP status.
@@ -61,12 +77,46 @@ func handleError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w 
 		httpStatus, err = hse.HTTPStatus, hse.Err
 	}
 	st := status.Convert(err)
+	if st.Code() == codes.InvalidArgument || httpStatus == http.StatusBadRequest {
+		if short := shortMessage(st.Message()); short != st.Message() {
+			st = status.New(st.Code(), short)
+		}
+	}
 	if httpStatus == 0 {
 		httpStatus = runtime.HTTPStatusFromCode(st.Code())
 	} else if st.Code() == codes.Unknown && httpStatus == http.StatusBadRequest {
 		st = status.New(codes.InvalidArgument, st.Message())
 	}
 	writeStatus(w, httpStatus, st)
+}
+
+var (
+	parsingField = regexp.MustCompile(`^parsing field "([^"]+)": (.*)$`)
+	strconvError = regexp.MustCompile(`^strconv\.Parse(Int|Uint|Float|Bool): parsing "(.*)": (invalid syntax|value out of range)$`)
+	protoPos     = regexp.MustCompile(`^proto: \(line (\d+):(\d+)\): `)
+)
+
+// shortMessage rewrites the messages grpc-gateway and protojson produce for
+// a bad query parameter or body into the short form of the server's own
+// ("page_size: \"many\" is not a number"), without Go package prefixes.
+func shortMessage(msg string) string {
+	if m := parsingField.FindStringSubmatch(msg); m != nil {
+		field, rest := m[1], m[2]
+		if c := strconvError.FindStringSubmatch(rest); c != nil {
+			switch {
+			case c[3] == "value out of range":
+				return fmt.Sprintf("%s: %q is out of range", field, c[2])
+			case c[1] == "Bool":
+				return fmt.Sprintf("%s: %q is not true or false", field, c[2])
+			}
+			return fmt.Sprintf("%s: %q is not a number", field, c[2])
+		}
+		return field + ": " + rest
+	}
+	if m := protoPos.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("request body, line %s column %s: %s", m[1], m[2], msg[len(m[0]):])
+	}
+	return msg
 }
 
 // handleRoutingError is the runtime.RoutingErrorHandlerFunc: no route (404), a
@@ -87,7 +137,11 @@ func (g *Gateway) handleRoutingError(_ context.Context, _ *runtime.ServeMux, _ r
 
 // jsonMarshaler is the only runtime.Marshaler of the gateway, for every
 // Content-Type and Accept value: protojson with lowerCamelCase field names,
-// enums as their names, default values omitted, unknown fields rejected. It
+// enums as their names, unknown fields rejected, and default values
+// emitted (EmitDefaultValues), so that a frontend can rely on the shape:
+// booleans and counts are always present ("online": false, "exitCode": 0),
+// lists are always arrays ("devices": []) and maps objects; a message field
+// that is not set (an offline device's "session") is left out, never null. It
 // labels streams application/x-ndjson (one JSON object per line) and renders
 // a stream's error line with the same error body as a unary error.
 type jsonMarshaler struct {
@@ -96,7 +150,7 @@ type jsonMarshaler struct {
 
 func newJSONMarshaler() *jsonMarshaler {
 	return &jsonMarshaler{JSONPb: &runtime.JSONPb{
-		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: false, EmitUnpopulated: false},
+		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: false, EmitDefaultValues: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 	}}
 }
@@ -113,5 +167,9 @@ func (m *jsonMarshaler) Marshal(v any) ([]byte, error) {
 			return append(b, '}'), nil
 		}
 	}
-	return m.JSONPb.Marshal(v)
+	b, err := m.JSONPb.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return compact(b), nil
 }

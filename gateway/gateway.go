@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"time"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+
+	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
 )
 
 // serviceConfig is the gRPC service config of a connection New dials.
@@ -50,23 +52,21 @@ const serviceConfig = `{
   }]
 }`
 
-// HTTP server limits used by Serve. There is deliberately no WriteTimeout: a
-// watch stream is a response that lasts as long as the client wants it.
-const (
-	readHeaderTimeout = 10 * time.Second
-	idleTimeout       = 2 * time.Minute
-	maxHeaderBytes    = 64 << 10
-)
-
 // Gateway serves the Tether HTTP/JSON API by calling Tether servers over gRPC.
 // Handler is safe for concurrent use; Serve or Run is called at most once.
 type Gateway struct {
 	cfg     Config // with defaults
 	log     *slog.Logger
 	origins originSet
-	routes  routeTable // set with handler
-	conn    *grpc.ClientConn
-	ownConn bool // conn was dialled by New and is closed by Close
+	routes  routeTable         // set with handler
+	conn    *grpc.ClientConn   // unary calls
+	streams []*grpc.ClientConn // watch streams, never conn
+	ownConn bool               // conn and streams were dialled by New and are closed by Close
+
+	// watches counts open watch streams against cfg.MaxWatches; bodies
+	// bounds the request bodies read at once.
+	watches atomic.Int64
+	bodies  chan struct{}
 	health  grpc_health_v1.HealthClient
 	handler http.Handler
 
@@ -105,14 +105,35 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		target = r.Scheme() + ":///servers"
 	}
 	opts = append(opts, cfg.DialOptions...)
-	conn, err := grpc.NewClient(target, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: dial %s: %w", strings.Join(cfg.Servers, ","), err)
+	// One connection for unary calls and WatchConns for watch streams: a
+	// server caps the streams of one connection, and a stream waiting for
+	// room would otherwise hold up every unary call queued behind it.
+	n := cfg.WatchConns
+	if n == 0 {
+		n = DefaultWatchConns
 	}
-	conn.Connect() // connect now rather than on the first request
-	g, err := newGateway(ctx, conn, cfg, true)
+	if cfg.MaxWatches == 0 {
+		// Each connection also carries its health-check Watch stream.
+		cfg.MaxWatches = n * (DefaultStreamsPerConn - 1)
+	}
+	var conns []*grpc.ClientConn
+	closeAll := func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}
+	for range 1 + n {
+		conn, err := grpc.NewClient(target, opts...)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("gateway: dial %s: %w", strings.Join(cfg.Servers, ","), err)
+		}
+		conn.Connect() // connect now rather than on the first request
+		conns = append(conns, conn)
+	}
+	g, err := newGateway(ctx, conns[0], conns[1:], cfg, true)
 	if err != nil {
-		_ = conn.Close()
+		closeAll()
 		return nil, err
 	}
 	return g, nil
@@ -127,13 +148,17 @@ func NewHandler(ctx context.Context, conn *grpc.ClientConn, cfg Config) (http.Ha
 	if conn == nil {
 		return nil, errors.New("gateway: NewHandler: nil connection")
 	}
-	if len(cfg.Servers) > 0 || len(cfg.DialOptions) > 0 {
-		return nil, errors.New("gateway: NewHandler: Servers and DialOptions are only for New")
+	if len(cfg.Servers) > 0 || len(cfg.DialOptions) > 0 || cfg.WatchConns != 0 {
+		return nil, errors.New("gateway: NewHandler: Servers, DialOptions and WatchConns are only for New")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g, err := newGateway(ctx, conn, cfg, false)
+	streams := conn
+	if cfg.StreamConn != nil {
+		streams = cfg.StreamConn
+	}
+	g, err := newGateway(ctx, conn, []*grpc.ClientConn{streams}, cfg, false)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +166,7 @@ func NewHandler(ctx context.Context, conn *grpc.ClientConn, cfg Config) (http.Ha
 	return g.Handler(), nil
 }
 
-func newGateway(ctx context.Context, conn *grpc.ClientConn, cfg Config, ownConn bool) (*Gateway, error) {
+func newGateway(ctx context.Context, conn *grpc.ClientConn, streams []*grpc.ClientConn, cfg Config, ownConn bool) (*Gateway, error) {
 	cfg = cfg.withDefaults()
 	origins, err := parseOrigins(cfg.CORSAllowedOrigins)
 	if err != nil {
@@ -152,7 +177,9 @@ func newGateway(ctx context.Context, conn *grpc.ClientConn, cfg Config, ownConn 
 		log:     cfg.Logger,
 		origins: origins,
 		conn:    conn,
+		streams: streams,
 		ownConn: ownConn,
+		bodies:  make(chan struct{}, cfg.MaxBodyReads),
 		health:  grpc_health_v1.NewHealthClient(conn),
 	}
 	g.draining, g.stopServing = context.WithCancel(context.Background())
@@ -175,7 +202,11 @@ func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
 		g.stopServing()
 		if g.ownConn {
-			g.closeErr = g.conn.Close()
+			errs := []error{g.conn.Close()}
+			for _, c := range g.streams {
+				errs = append(errs, c.Close())
+			}
+			g.closeErr = errors.Join(errs...)
 		}
 	})
 	return g.closeErr
@@ -197,10 +228,12 @@ func (g *Gateway) Run(ctx context.Context, addr string) error {
 // stopped serving early. It closes ln but not the gRPC connection (Close).
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
-		Handler:           g.handler,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
+		Handler: g.handler,
+		// No WriteTimeout: a watch stream is a response that lasts as long
+		// as the client wants it.
+		ReadHeaderTimeout: g.cfg.ReadHeaderTimeout,
+		IdleTimeout:       g.cfg.IdleTimeout,
+		MaxHeaderBytes:    g.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 	}
 	served := make(chan error, 1)
@@ -224,4 +257,51 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	<-served // http.ErrServerClosed
 	g.log.Info("gateway stopped")
 	return nil
+}
+
+// splitClient sends unary calls over one connection and each watch stream
+// over the stream connection with the fewest open watches.
+type splitClient struct {
+	tetherv1.DeviceServiceClient
+	streams []tetherv1.DeviceServiceClient
+
+	mu   sync.Mutex
+	open []int // open watches per stream connection
+}
+
+func newSplitClient(unary *grpc.ClientConn, streams []*grpc.ClientConn) *splitClient {
+	c := &splitClient{DeviceServiceClient: tetherv1.NewDeviceServiceClient(unary), open: make([]int, len(streams))}
+	for _, s := range streams {
+		c.streams = append(c.streams, tetherv1.NewDeviceServiceClient(s))
+	}
+	return c
+}
+
+// WatchDevices opens the stream on the least used stream connection. The
+// stream's context ends when the HTTP request does (grpc-gateway cancels
+// it), which releases the count.
+func (c *splitClient) WatchDevices(ctx context.Context, in *tetherv1.WatchDevicesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[tetherv1.WatchDevicesResponse], error) {
+	c.mu.Lock()
+	best := 0
+	for i, n := range c.open {
+		if n < c.open[best] {
+			best = i
+		}
+	}
+	c.open[best]++
+	c.mu.Unlock()
+	release := func() {
+		c.mu.Lock()
+		c.open[best]--
+		c.mu.Unlock()
+	}
+	stop := context.AfterFunc(ctx, release)
+	st, err := c.streams[best].WatchDevices(ctx, in, opts...)
+	if err != nil {
+		if stop() {
+			release()
+		}
+		return nil, err
+	}
+	return st, nil
 }

@@ -42,6 +42,10 @@ const requestIDHeader = "X-Request-Id"
 // bodyReadTimeout bounds reading a request body of at most MaxBodyBytes.
 const bodyReadTimeout = 30 * time.Second
 
+// bodyWait is how long a request waits for one of the MaxBodyReads slots
+// before it is answered 429.
+const bodyWait = time.Second
+
 // maxRequestIDLen bounds a client's X-Request-Id; a longer one is replaced.
 const maxRequestIDLen = 128
 
@@ -79,9 +83,9 @@ func (g *Gateway) newAPIMux(ctx context.Context) (*runtime.ServeMux, error) {
 		runtime.WithOutgoingTrailerMatcher(dropHeader),
 		runtime.WithDisableHTTPMethodOverride(),
 		runtime.WithDisablePathLengthFallback(),
-		runtime.WithMiddlewares(g.checkMethod, g.markRoute, g.checkBody, g.prepareStream),
+		runtime.WithMiddlewares(g.checkMethod, g.markRoute, g.shortEnums, g.checkBody, g.prepareStream),
 	)
-	if err := tetherv1.RegisterDeviceServiceHandler(ctx, mux, g.conn); err != nil {
+	if err := tetherv1.RegisterDeviceServiceHandlerClient(ctx, mux, newSplitClient(g.conn, g.streams)); err != nil {
 		return nil, fmt.Errorf("gateway: register DeviceService: %w", err)
 	}
 	doc := openapi.JSON()
@@ -122,6 +126,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request, api http.Han
 	}
 	rec := &responseRecorder{ResponseWriter: w}
 	rec.Header().Set(requestIDHeader, id)
+	rec.Header().Set("X-Content-Type-Options", "nosniff") // every response, errors and the page included
 
 	switch {
 	case g.applyCORS(rec, r):
@@ -132,6 +137,11 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request, api http.Han
 	case r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, ui.Prefix):
 		// The operators' fleet page (gateway/ui), on the API's origin.
 		fleetPage.ServeHTTP(rec, r)
+	case g.cfg.RequireCredentials && strings.HasPrefix(r.URL.Path, "/v1/") && r.Header.Get("Authorization") == "":
+		// Refused before a byte of the body is read: an anonymous client
+		// cannot make the gateway buffer anything.
+		rec.Header().Set("WWW-Authenticate", "Bearer")
+		writeError(rec, http.StatusUnauthorized, codes.Unauthenticated, "API key required: Authorization: Bearer <key>")
 	default:
 		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
 		api.ServeHTTP(rec, r)
@@ -215,6 +225,20 @@ func (g *Gateway) checkBody(next runtime.HandlerFunc) runtime.HandlerFunc {
 				"Content-Type must be application/json, got %q", r.Header.Get("Content-Type"))
 			return
 		}
+		// At most MaxBodyReads bodies are buffered at once.
+		t := time.NewTimer(bodyWait)
+		select {
+		case g.bodies <- struct{}{}:
+			t.Stop()
+		case <-t.C:
+			writeError(w, http.StatusTooManyRequests, codes.ResourceExhausted,
+				"the gateway is already reading %d request bodies; retry shortly", cap(g.bodies))
+			return
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+		defer func() { <-g.bodies }()
 		// The server has no ReadTimeout (it would cut watch streams), so the
 		// body read gets its own deadline; a trickled body cannot hold a
 		// handler forever. Writers without deadlines (tests) just skip it.
@@ -270,6 +294,15 @@ func (g *Gateway) prepareStream(next runtime.HandlerFunc) runtime.HandlerFunc {
 		if pat, ok := runtime.HTTPPattern(r.Context()); !ok || pat.Verb() != "watch" {
 			next(w, r, params)
 			return
+		}
+		if max := g.cfg.MaxWatches; max > 0 {
+			if n := g.watches.Add(1); n > int64(max) {
+				g.watches.Add(-1)
+				writeError(w, http.StatusTooManyRequests, codes.ResourceExhausted,
+					"this gateway already serves %d watch streams (its limit, --max-watches); retry later", max)
+				return
+			}
+			defer g.watches.Add(-1)
 		}
 		h := w.Header()
 		h.Set("X-Accel-Buffering", "no")

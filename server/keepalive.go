@@ -22,10 +22,19 @@ const AgentKeepaliveMinTime = 10 * time.Second
 // a connection with no inbound traffic for PingInterval is pinged, and closed
 // when the ping is not acked within PingTimeout. For legacy agents that never
 // answer application Pings this is the only liveness check, so it uses the
-// same numbers and the same detection bound. MaxConnectionAge and
-// MaxConnectionIdle stay infinite: devices hold one stream for days.
-func serverKeepalive(c session.Config) keepalive.ServerParameters {
-	return keepalive.ServerParameters{Time: c.PingInterval, Timeout: c.PingTimeout}
+// same numbers and the same detection bound. MaxConnectionAge stays
+// infinite: devices hold one stream for days. MaxConnectionIdle (idle > 0)
+// closes a connection that has had no open stream for that long: agents
+// always hold their stream, so it only reaps connections that hold a file
+// descriptor without doing anything (an abandoned client, a scanner that
+// completed the HTTP/2 preface, an idle gateway or peer connection, which
+// reconnects on its next call).
+func serverKeepalive(c session.Config, idle time.Duration) keepalive.ServerParameters {
+	p := keepalive.ServerParameters{Time: c.PingInterval, Timeout: c.PingTimeout}
+	if idle > 0 {
+		p.MaxConnectionIdle = idle
+	}
+	return p
 }
 
 func enforcementPolicy() keepalive.EnforcementPolicy {

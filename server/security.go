@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -8,12 +9,17 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tetherhq/tether/server/access"
+	"github.com/tetherhq/tether/server/audit"
 	"github.com/tetherhq/tether/server/registry"
 )
 
@@ -48,6 +54,12 @@ type Security struct {
 	// RateLimitLoopback also limits loopback sources (by default they are
 	// exempt: behind a local TLS proxy every client would share one bucket).
 	RateLimitLoopback bool
+	// CertCN lets a client certificate without a tether://device/ URI SAN
+	// name its device with its subject CN (legacy; off by default).
+	CertCN bool
+	// PeerNodes are node names accepted from peer certificates and proofs
+	// besides the live nodes of the registry.
+	PeerNodes []string
 }
 
 // TLS reports whether TLS is configured.
@@ -62,6 +74,7 @@ func (s Security) Dev() bool {
 type security struct {
 	tls    *access.ServerTLS // nil without TLS
 	policy *access.Policy
+	audit  *audit.Log
 	creds  credentials.TransportCredentials // inner server credentials
 }
 
@@ -86,11 +99,12 @@ func (c *Config) checkSecurity() error {
 	if sec.ClientCA != "" && !sec.TLS() {
 		return errors.New("--client-ca needs --tls-cert and --tls-key")
 	}
-	if sec.TLS() || sec.Insecure {
-		return nil
+	if strings.Contains(c.Session.Node, ";") {
+		return fmt.Errorf("--node %q: ';' is not allowed in a node name", c.Session.Node)
 	}
-	for _, a := range []struct{ flag, addr string }{{"--listen", c.Listen}, {"--http", c.HTTP}} {
-		if a.addr == "" || (a.flag == "--listen" && c.Listener != nil) {
+	for _, a := range []struct{ flag, addr string }{{"--listen", c.Listen}, {"--http", c.HTTP}, {"--metrics", c.Metrics}} {
+		// With TLS, --metrics off loopback is served over HTTPS too.
+		if a.addr == "" || (a.flag == "--listen" && c.Listener != nil) || sec.TLS() || sec.Insecure {
 			continue
 		}
 		if !isLoopback(a.addr) {
@@ -112,7 +126,9 @@ func (c *Config) buildSecurity(store registry.Store, log *slog.Logger) (*securit
 		out.tls = st
 		out.creds = credentials.NewTLS(st.Config())
 	}
-	p := &access.Policy{APIKeys: sec.APIKeys, ClusterSecret: sec.ClusterSecret, MutualTLS: sec.ClientCA != "", Logger: log}
+	out.audit = audit.New(log, c.Registry)
+	p := &access.Policy{APIKeys: sec.APIKeys, ClusterSecret: sec.ClusterSecret, MutualTLS: sec.ClientCA != "", Logger: log,
+		Node: c.Session.Node, KnownPeer: knownPeer(store, sec.PeerNodes), CertCN: sec.CertCN, Audit: out.audit}
 	if len(sec.TokenSecret) > 0 {
 		signer, err := access.NewSigner(sec.TokenSecret)
 		if err != nil {
@@ -151,8 +167,43 @@ func (c *Config) buildSecurity(store registry.Store, log *slog.Logger) (*securit
 	return out, nil
 }
 
+// knownPeer accepts the listed names and the live nodes of the registry
+// (remembered for a few seconds, so that a burst of forwards costs one
+// registry read).
+func knownPeer(store registry.Store, listed []string) func(context.Context, string) (bool, error) {
+	var mu sync.Mutex
+	live := map[string]time.Time{}
+	return func(ctx context.Context, node string) (bool, error) {
+		if slices.Contains(listed, node) {
+			return true, nil
+		}
+		mu.Lock()
+		until, ok := live[node]
+		mu.Unlock()
+		if ok && time.Now().Before(until) {
+			return true, nil
+		}
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := store.NodeAddr(ctx, node)
+		switch {
+		case errors.Is(err, registry.ErrNotFound):
+			return false, nil
+		case err != nil:
+			return false, err
+		}
+		mu.Lock()
+		if len(live) > 1024 {
+			clear(live)
+		}
+		live[node] = time.Now().Add(5 * time.Second)
+		mu.Unlock()
+		return true, nil
+	}
+}
+
 // peerDialOptions are the options replicas use to reach each other.
-func (s *security) peerDialOptions(sec Security) ([]grpc.DialOption, error) {
+func (s *security) peerDialOptions(sec Security, node string) ([]grpc.DialOption, error) {
 	var opts []grpc.DialOption
 	if s.tls == nil {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -180,7 +231,7 @@ func (s *security) peerDialOptions(sec Security) ([]grpc.DialOption, error) {
 		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	}
 	if len(sec.ClusterSecret) > 0 {
-		opts = append(opts, grpc.WithPerRPCCredentials(access.PeerCredentials(sec.ClusterSecret, s.tls != nil)))
+		opts = append(opts, grpc.WithUnaryInterceptor(access.PeerInterceptor(sec.ClusterSecret, node)))
 	}
 	return opts, nil
 }

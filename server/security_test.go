@@ -1,16 +1,23 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tetherhq/tether/server/audit"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -145,9 +152,23 @@ func TestADeviceCredentialForOneIDCannotHelloAsAnother(t *testing.T) {
 		if _, m, err := helloAs(t, conn, "dev-a"); err != nil || m.GetHelloAck() == nil {
 			t.Fatalf("Hello as dev-a: %v %v; want HelloAck", m, err)
 		}
+		// The CN names no device unless --cert-cn-device.
 		cnCert, cnKey := ca.issue(t, "dev-cn", "dev-cn", nil, false)
-		if _, m, err := helloAs(t, dialServer(t, srv, tlsClient(t, ca, cnCert, cnKey)), "dev-cn"); err != nil || m.GetHelloAck() == nil {
-			t.Fatalf("Hello as the certificate's CN: %v %v; want HelloAck", m, err)
+		if _, _, err := helloAs(t, dialServer(t, srv, tlsClient(t, ca, cnCert, cnKey)), "dev-cn"); status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("Hello as the certificate's CN by default: %v; want UNAUTHENTICATED", err)
+		}
+		cnSrv := startServer(t, server.Config{Security: server.Security{TLSCert: srvCert, TLSKey: srvKey, ClientCA: ca.file(), CertCN: true}})
+		if _, m, err := helloAs(t, dialServer(t, cnSrv, tlsClient(t, ca, cnCert, cnKey)), "dev-cn"); err != nil || m.GetHelloAck() == nil {
+			t.Fatalf("Hello as the certificate's CN with CertCN: %v %v; want HelloAck", m, err)
+		}
+		// A peer certificate must name a node of the cluster.
+		fwd := &tetherv1.ForwardDisconnectRequest{}
+		for node, want := range map[string]codes.Code{"node-evil": codes.PermissionDenied, srv.Node(): codes.InvalidArgument} {
+			pc, pk := ca.issue(t, "peer-"+node, "peer", []string{"tether://peer/" + node}, false)
+			peer := tetherv1.NewPeerServiceClient(dialServer(t, srv, tlsClient(t, ca, pc, pk)))
+			if _, err := peer.ForwardDisconnect(context.Background(), fwd); status.Code(err) != want {
+				t.Errorf("PeerService with a peer certificate for %s: %v; want %v", node, err, want)
+			}
 		}
 		if _, _, err := helloAs(t, dialServer(t, srv, tlsClient(t, ca, "", "")), "dev-a"); status.Code(err) != codes.Unauthenticated {
 			t.Fatalf("Hello without a certificate or token: %v; want UNAUTHENTICATED", err)
@@ -270,22 +291,51 @@ func TestAPIKeyRolesAreEnforcedOnGRPCAndThroughTheGateway(t *testing.T) {
 	if _, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
 		t.Errorf("health without a key: %v", err)
 	}
-	reflect := func(ctx context.Context) error {
+	// Reflection: the whole schema for any key, the health service only
+	// without one (grpcurl needs it for a health check), nothing for a bad key.
+	reflect := func(ctx context.Context) ([]string, error) {
 		s, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := s.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil && err != io.EOF {
-			return err
+			return nil, err
 		}
-		_, err = s.Recv()
-		return err
+		resp, err := s.Recv()
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, svc := range resp.GetListServicesResponse().GetService() {
+			names = append(names, svc.GetName())
+		}
+		if err := s.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: "tether.v1.DeviceService"}}); err != nil {
+			return nil, err
+		}
+		if resp, err = s.Recv(); err != nil {
+			return nil, err
+		}
+		if resp.GetErrorResponse() == nil {
+			names = append(names, "file:tether.v1.DeviceService")
+		}
+		return names, nil
 	}
-	if err := reflect(withKey("operator-key-0123456789")); status.Code(err) != codes.PermissionDenied {
-		t.Errorf("reflection as operator: %v; want PERMISSION_DENIED", err)
-	}
-	if err := reflect(withKey("admin-key-0123456789")); err != nil {
-		t.Errorf("reflection as admin: %v", err)
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		want string
+		code codes.Code
+	}{
+		{"viewer", withKey("viewer-key-0123456789"), "grpc.health.v1.Health grpc.reflection.v1.ServerReflection grpc.reflection.v1alpha.ServerReflection tether.v1.AdminService tether.v1.AgentService tether.v1.DeviceService tether.v1.PeerService file:tether.v1.DeviceService", codes.OK},
+		{"admin", withKey("admin-key-0123456789"), "grpc.health.v1.Health grpc.reflection.v1.ServerReflection grpc.reflection.v1alpha.ServerReflection tether.v1.AdminService tether.v1.AgentService tether.v1.DeviceService tether.v1.PeerService file:tether.v1.DeviceService", codes.OK},
+		{"no key", context.Background(), "grpc.health.v1.Health", codes.OK},
+		{"unknown key", withKey("not-a-key-0123456789"), "", codes.Unauthenticated},
+	} {
+		names, err := reflect(tc.ctx)
+		slices.Sort(names[:min(len(names), 7)])
+		if status.Code(err) != tc.code || strings.Join(names, " ") != tc.want {
+			t.Errorf("reflection as %s: %q, %v; want %q, %v", tc.name, names, err, tc.want, tc.code)
+		}
 	}
 	admin := tetherv1.NewAdminServiceClient(conn)
 	revoke := &tetherv1.RevokeTokenRequest{TokenId: "0123456789abcdef0123"}
@@ -327,21 +377,41 @@ func TestAPIKeyRolesAreEnforcedOnGRPCAndThroughTheGateway(t *testing.T) {
 func TestClientsCannotReachPeerService(t *testing.T) {
 	fwd := &tetherv1.ForwardDisconnectRequest{}
 	t.Run("with a cluster secret", func(t *testing.T) {
-		srv := startServer(t, server.Config{Security: server.Security{APIKeys: testKeys(t), ClusterSecret: secret}})
+		srv := startServer(t, server.Config{Security: server.Security{APIKeys: testKeys(t), ClusterSecret: secret, PeerNodes: []string{"node-a"}}})
 		peer := tetherv1.NewPeerServiceClient(dialServer(t, srv))
+		const method = "/tether.v1.PeerService/ForwardDisconnect"
+		proof := func(sec []byte, from, to string, at time.Time) context.Context {
+			p := access.PeerProof(sec, access.PeerCall{From: from, To: to, Method: method, Digest: access.RequestDigest(fwd)}, at)
+			return metadata.AppendToOutgoingContext(context.Background(), access.PeerHeader, p)
+		}
+		good := access.PeerProof(secret, access.PeerCall{From: "node-a", To: srv.Node(), Method: method, Digest: access.RequestDigest(fwd)}, time.Now())
 		for name, ctx := range map[string]context.Context{
-			"nothing":     context.Background(),
-			"admin key":   withKey("admin-key-0123456789"),
-			"wrong proof": metadata.AppendToOutgoingContext(context.Background(), access.PeerHeader, access.PeerProof([]byte("another-secret-0123456789abcdef0123"), time.Now())),
-			"old proof":   metadata.AppendToOutgoingContext(context.Background(), access.PeerHeader, access.PeerProof(secret, time.Now().Add(-time.Hour))),
+			"nothing":              context.Background(),
+			"admin key":            withKey("admin-key-0123456789"),
+			"wrong secret":         proof([]byte("another-secret-0123456789abcdef0123"), "node-a", srv.Node(), time.Now()),
+			"old proof":            proof(secret, "node-a", srv.Node(), time.Now().Add(-time.Hour)),
+			"290s in the future":   proof(secret, "node-a", srv.Node(), time.Now().Add(290*time.Second)),
+			"a foreign node name":  proof(secret, "node-evil", srv.Node(), time.Now()),
+			"for another replica":  proof(secret, "node-a", "node-c", time.Now()),
+			"the v1 bearer format": metadata.AppendToOutgoingContext(context.Background(), access.PeerHeader, "v1.1800000000."+strings.Repeat("ab", 32)),
 		} {
 			if _, err := peer.ForwardDisconnect(ctx, fwd); status.Code(err) != codes.PermissionDenied {
 				t.Errorf("PeerService with %s: %v; want PERMISSION_DENIED", name, err)
 			}
 		}
-		ok := metadata.AppendToOutgoingContext(context.Background(), access.PeerHeader, access.PeerProof(secret, time.Now()))
+		// Another request under a proof made for this one.
+		other := &tetherv1.ForwardDisconnectRequest{LeaseId: 9, Request: &tetherv1.DisconnectDeviceRequest{DeviceId: "d1"}}
+		if _, err := peer.ForwardDisconnect(metadata.AppendToOutgoingContext(context.Background(), access.PeerHeader, good), other); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("PeerService with a proof for another request: %v; want PERMISSION_DENIED", err)
+		}
+		ok := metadata.AppendToOutgoingContext(context.Background(), access.PeerHeader, good)
 		if _, err := peer.ForwardDisconnect(ok, fwd); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("PeerService with the cluster proof: %v; want to reach the handler (INVALID_ARGUMENT)", err)
+		}
+		for i := range 3 {
+			if _, err := peer.ForwardDisconnect(ok, fwd); status.Code(err) != codes.PermissionDenied {
+				t.Errorf("replay %d of the proof: %v; want PERMISSION_DENIED", i+1, err)
+			}
 		}
 	})
 	t.Run("authenticated server without a secret", func(t *testing.T) {
@@ -514,4 +584,180 @@ func TestHostileClientsAreRefusedWhileOtherSessionsStayUp(t *testing.T) {
 		}
 		stillServes(t, srv, api, "good", lease)
 	})
+}
+
+// syncBuffer is a log sink the server's goroutines write to.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// lines are the JSON log lines with message msg.
+func (s *syncBuffer) lines(t *testing.T, msg string) []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	for _, l := range strings.Split(s.b.String(), "\n") {
+		var m map[string]any
+		if l == "" || json.Unmarshal([]byte(l), &m) != nil {
+			continue
+		}
+		if m["msg"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func TestStateChangingCallsAndRefusalsAreAudited(t *testing.T) {
+	logs := &syncBuffer{}
+	reg := prometheus.NewRegistry()
+	srv := startServer(t, server.Config{Registry: reg, Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+		Security: server.Security{APIKeys: testKeys(t)}})
+	goodAgent(t, srv, "aud-1")
+	api := tetherv1.NewDeviceServiceClient(dialServer(t, srv))
+	if _, err := api.SendCommand(withKey("operator-key-0123456789"), &tetherv1.SendCommandRequest{DeviceId: "aud-1", Name: "echo", Args: []string{"secret-arg", "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.SendCommand(withKey("operator-key-0123456789"), &tetherv1.SendCommandRequest{DeviceId: "nobody", Name: "echo"}); status.Code(err) != codes.NotFound {
+		t.Fatal(err)
+	}
+	if _, err := api.DisconnectDevice(withKey("operator-key-0123456789"), &tetherv1.DisconnectDeviceRequest{DeviceId: "aud-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tetherv1.NewAdminServiceClient(dialServer(t, srv)).RevokeToken(withKey("admin-key-0123456789"), &tetherv1.RevokeTokenRequest{TokenId: "0123456789abcdef0123"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ctx := range []context.Context{withKey("not-a-key-0123456789"), context.Background(), withKey("viewer-key-0123456789")} {
+		if _, err := api.SendCommand(ctx, &tetherv1.SendCommandRequest{DeviceId: "aud-1", Name: "echo"}); err == nil {
+			t.Fatal("refused call succeeded")
+		}
+	}
+	if _, err := api.ListDevices(withKey("viewer-key-0123456789"), &tetherv1.ListDevicesRequest{}); err != nil {
+		t.Fatal(err)
+	}
+
+	got := logs.lines(t, "audit")
+	want := []string{
+		"send_command key:o aud-1 echo " + audit.ArgsDigest([]string{"secret-arg", "b"}) + " OK",
+		"send_command key:o nobody echo " + audit.ArgsDigest(nil) + " NotFound",
+		"disconnect_device key:o aud-1 <nil> <nil> OK",
+		"admin_revoke_token key:a <nil> <nil> <nil> OK",
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d audit lines, want %d (reads are not audited): %v", len(got), len(want), got)
+	}
+	for i, l := range got {
+		s := fmt.Sprintf("%v %v %v %v %v %v", l["action"], l["caller"], l["device"], l["command"], l["args_sha256"], l["code"])
+		if s != want[i] || l["remote"] == "" || l["level"] != "INFO" {
+			t.Errorf("audit line %d = %v, want %s with a remote address", i, l, want[i])
+		}
+		if strings.Contains(fmt.Sprint(l), "secret-arg") {
+			t.Errorf("audit line %d logs an argument: %v", i, l)
+		}
+	}
+	refused := logs.lines(t, "auth refused")
+	var reasons []string
+	for _, l := range refused {
+		reasons = append(reasons, fmt.Sprint(l["reason"]))
+		if l["level"] != "WARN" || l["remote"] == "" {
+			t.Errorf("refusal line %v: want WARN with a remote address", l)
+		}
+	}
+	if strings.Join(reasons, " ") != "bad_api_key no_credentials role_denied" {
+		t.Errorf("refusal reasons %v", reasons)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() == "tether_auth_refusals_total" {
+			for _, m := range mf.GetMetric() {
+				counted[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if counted["bad_api_key"] != 1 || counted["no_credentials"] != 1 || counted["role_denied"] != 1 {
+		t.Errorf("tether_auth_refusals_total = %v", counted)
+	}
+}
+
+func TestMetricsListenerFollowsTheLoopbackRuleAndHidesPprof(t *testing.T) {
+	for _, cfg := range []server.Config{
+		{Metrics: "0.0.0.0:0"},
+		{Metrics: "[::]:0"},
+	} {
+		cfg.Store, cfg.Logger = memstore.New(memstore.Options{}), quiet
+		if _, err := server.New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "--metrics") {
+			t.Errorf("--metrics %s without TLS: %v; want a refusal naming --metrics", cfg.Metrics, err)
+		}
+	}
+	for _, pprof := range []bool{false, true} {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := lis.Addr().String()
+		lis.Close()
+		startServer(t, server.Config{Metrics: addr, Pprof: pprof})
+		var code int
+		for i := 0; i < 100; i++ {
+			resp, err := http.Get("http://" + addr + "/debug/pprof/")
+			if err == nil {
+				code = resp.StatusCode
+				resp.Body.Close()
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if want := map[bool]int{false: 404, true: 200}[pprof]; code != want {
+			t.Errorf("pprof=%v: /debug/pprof/ answered %d, want %d", pprof, code, want)
+		}
+	}
+}
+
+func TestMetricsOffLoopbackIsHTTPSWhenTLSIsOn(t *testing.T) {
+	ca := newTestCA(t)
+	cert, key := ca.issue(t, "metrics-server", "server", nil, true)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(lis.Addr().String())
+	lis.Close()
+	startServer(t, server.Config{Metrics: "0.0.0.0:" + port, Security: server.Security{TLSCert: cert, TLSKey: key}})
+	pool := x509.NewCertPool()
+	pem, err := os.ReadFile(ca.file())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(pem)
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	var got error
+	for i := 0; i < 100; i++ {
+		var resp *http.Response
+		if resp, got = hc.Get("https://127.0.0.1:" + port + "/metrics"); got == nil {
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				got = fmt.Errorf("status %s", resp.Status)
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got != nil {
+		t.Fatalf("GET https /metrics: %v", got)
+	}
+	if resp, err := http.Get("http://127.0.0.1:" + port + "/metrics"); err == nil && resp.StatusCode == 200 {
+		resp.Body.Close()
+		t.Fatal("the metrics listener off loopback answered plaintext")
+	}
 }

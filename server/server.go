@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -18,14 +19,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/test/bufconn"
 
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/server/access"
 	"github.com/tetherhq/tether/server/adminapi"
 	"github.com/tetherhq/tether/server/deviceapi"
 	"github.com/tetherhq/tether/server/metrics"
+	"github.com/tetherhq/tether/server/proxyproto"
 	"github.com/tetherhq/tether/server/registry"
 	"github.com/tetherhq/tether/server/session"
 )
@@ -37,8 +41,13 @@ type Config struct {
 	Listen string
 	// HTTP, if set, serves the JSON gateway in-process on this address.
 	HTTP string
-	// Metrics, if set, serves /metrics, /healthz and /readyz on this address.
+	// Metrics, if set, serves /metrics, /healthz and /readyz on this address
+	// (HTTPS with the server's certificate when TLS is on and the address
+	// is not loopback; plaintext off loopback needs Security.Insecure).
 	Metrics string
+	// Pprof serves /debug/pprof/ on the Metrics listener (heap, goroutine
+	// stacks: operator-only; off by default).
+	Pprof bool
 	// Advertise is the address peers use to reach this replica. Default:
 	// the actual gRPC listen address.
 	Advertise string
@@ -58,8 +67,15 @@ type Config struct {
 	// DeviceRetention is how long an offline device stays known in the
 	// registry. Default 7 days.
 	DeviceRetention time.Duration
+	// Limits bounds what callers can make the replica hold (limits.go).
+	Limits Limits
 	// Logger is the server's logger.
 	Logger *slog.Logger
+	// ProxyProtocolFrom, if set, are the networks of the L4 balancers in
+	// front of the gRPC listener: connections from them must start with a
+	// PROXY protocol v2 header naming the client (server/proxyproto).
+	// Empty = off; connections are never read for a header.
+	ProxyProtocolFrom []netip.Prefix
 
 	// Store, if set, is used instead of one built from RedisURL (tests).
 	Store registry.Store
@@ -67,10 +83,12 @@ type Config struct {
 	Listener net.Listener
 	// Registry receives the metrics; default a new registry.
 	Registry *prometheus.Registry
-	// GatewayHandler builds the in-process JSON gateway from a connection
-	// to this server; set by the command (keeps this package free of the
-	// gateway's dependencies in tests that do not need it).
-	GatewayHandler func(ctx context.Context, conn *grpc.ClientConn) (http.Handler, error)
+	// GatewayHandler builds the in-process JSON gateway from two in-memory
+	// connections to this server, one for unary calls and one for watch
+	// streams (so that no number of watches can delay a unary call); set by
+	// the command (keeps this package free of the gateway's dependencies in
+	// tests that do not need it).
+	GatewayHandler func(ctx context.Context, unary, streams *grpc.ClientConn) (http.Handler, error)
 	// Version is reported in logs.
 	Version string
 }
@@ -89,6 +107,7 @@ func (c *Config) setDefaults() {
 		c.Registry = prometheus.NewRegistry()
 	}
 	c.Session.Logger = c.Logger
+	c.Limits.setDefaults()
 }
 
 // DefaultNode derives a node name from the host name and listen port,
@@ -114,10 +133,12 @@ type Server struct {
 	api     *deviceapi.Service
 	peers   *deviceapi.Peers
 	grpc    *grpc.Server
+	inner   *grpc.Server // serves the in-process gateway over memory (no stream cap)
 	health  *health.Server
 	metrics *metrics.Metrics
 	sec     *security
 	log     *slog.Logger
+	perIP   *prometheus.CounterVec
 
 	mu       sync.Mutex
 	draining bool
@@ -133,7 +154,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if mi := cfg.Session.WithDefaults().MirrorInterval; cfg.DeviceRetention > 0 && cfg.DeviceRetention < mi {
 		return nil, fmt.Errorf("--device-retention %v is shorter than --mirror-interval %v: live devices' records would expire between two mirror writes; use a retention of at least the mirror interval", cfg.DeviceRetention, mi)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	s := &Server{cfg: cfg, log: cfg.Logger, perIP: newPerIPRefused(cfg.Registry)}
 	lis := cfg.Listener
 	if lis == nil {
 		var err error
@@ -142,7 +163,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 		}
 	}
-	s.lis = lis
+	if len(cfg.ProxyProtocolFrom) > 0 {
+		// (The per-IP connection cap counts the address a connection
+		// comes from: behind a PROXY-protocol balancer, the balancer's.)
+		lis = &proxyproto.Listener{Listener: lis, Trusted: cfg.ProxyProtocolFrom, Logger: cfg.Logger}
+	}
+	s.lis = limitPerIP(lis, cfg.Limits.MaxConnsPerIP, s.perIP.WithLabelValues("grpc"))
 	if s.cfg.Advertise == "" {
 		s.cfg.Advertise = lis.Addr().String()
 	}
@@ -165,7 +191,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.sec = sec
-	peerOpts, err := sec.peerDialOptions(cfg.Security)
+	peerOpts, err := sec.peerDialOptions(cfg.Security, s.cfg.Session.Node)
 	if err != nil {
 		lis.Close()
 		return nil, err
@@ -185,22 +211,34 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.hub = hub
 	s.peers = deviceapi.NewPeers(peerOpts...)
-	s.api = deviceapi.New(deviceapi.Config{Logger: cfg.Logger, Peers: s.peers, OutputCap: cfg.CommandOutputCap}, store, hub, s.metrics)
+	s.api = deviceapi.New(deviceapi.Config{Logger: cfg.Logger, Peers: s.peers, OutputCap: cfg.CommandOutputCap,
+		MaxPageBytes: cfg.Limits.MaxPageBytes, MaxWatchers: cfg.Limits.MaxWatchers, MaxWatchersPerKey: cfg.Limits.MaxWatchersPerKey,
+		MaxSnapshotReads: cfg.Limits.MaxSnapshotReads, WatchBuffer: cfg.Limits.WatchBuffer, KeyName: sec.keyName,
+	}, store, hub, s.metrics)
+	if err := s.api.RegisterMetrics(cfg.Registry); err != nil {
+		lis.Close()
+		return nil, err
+	}
+	if p, ok := store.(poolStatser); ok {
+		cfg.Registry.MustRegister(poolCollector{p})
+	}
 
 	sc := hub.Config()
 	gm := metrics.NewGRPC(cfg.Registry)
 	s.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(gm.Unary, sec.policy.Unary),
+		grpc.ChainUnaryInterceptor(gm.Unary, sec.policy.Unary, sec.audit.Unary),
 		grpc.ChainStreamInterceptor(gm.Stream, sec.policy.Stream),
 		grpc.Creds(session.TrackConns(sec.creds)),
-		grpc.KeepaliveParams(serverKeepalive(sc)),
+		grpc.KeepaliveParams(serverKeepalive(sc, cfg.Limits.IdleConnTimeout)),
 		grpc.KeepaliveEnforcementPolicy(enforcementPolicy()),
 		grpc.MaxRecvMsgSize(1<<20),
+		// Header lists are read before any authentication.
+		grpc.MaxHeaderListSize(cfg.Limits.MaxHeaderListSize),
 		// Agents send small messages; grpc-go's 32 KiB per-connection read
 		// buffer was the largest single item of a held session's memory.
 		grpc.ReadBufferSize(8<<10),
 		grpc.WriteBufferSize(8<<10),
-		grpc.MaxConcurrentStreams(32),
+		grpc.MaxConcurrentStreams(cfg.Limits.MaxStreamsPerConn),
 		grpc.ConnectionTimeout(5*time.Second),
 	)
 	tetherv1.RegisterAgentServiceServer(s.grpc, hub)
@@ -211,7 +249,20 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
-	reflection.Register(s.grpc)
+	access.RegisterReflection(s.grpc)
+	gm.Initialize(s.grpc)
+	metrics.NewBuildInfo(cfg.Registry)
+
+	// The in-process gateway's server: the same API and policy over an
+	// in-memory listener, without the per-connection stream cap (it carries
+	// every HTTP watch of this replica; the watch caps bound those).
+	s.inner = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(gm.Unary, sec.policy.Unary, sec.audit.Unary),
+		grpc.ChainStreamInterceptor(gm.Stream, sec.policy.Stream),
+		grpc.MaxRecvMsgSize(1<<20),
+	)
+	tetherv1.RegisterDeviceServiceServer(s.inner, s.api)
+	healthpb.RegisterHealthServer(s.inner, s.health)
 	return s, nil
 }
 
@@ -275,12 +326,24 @@ func (s *Server) Run(ctx context.Context) error {
 
 	var https []*http.Server
 	if s.cfg.HTTP != "" && s.cfg.GatewayHandler != nil {
-		conn, err := grpc.NewClient(s.lis.Addr().String(), s.sec.selfDialOption())
+		mem := bufconn.Listen(256 << 10)
+		go func() { _ = s.inner.Serve(mem) }()
+		dial := func() (*grpc.ClientConn, error) {
+			return grpc.NewClient("passthrough:///in-process",
+				grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return mem.DialContext(ctx) }),
+				grpc.WithTransportCredentials(insecure.NewCredentials()))
+		}
+		unary, err := dial()
 		if err != nil {
 			return fmt.Errorf("gateway client: %w", err)
 		}
-		defer conn.Close()
-		h, err := s.cfg.GatewayHandler(runCtx, conn)
+		defer unary.Close()
+		streams, err := dial()
+		if err != nil {
+			return fmt.Errorf("gateway client: %w", err)
+		}
+		defer streams.Close()
+		h, err := s.cfg.GatewayHandler(runCtx, unary, streams)
 		if err != nil {
 			return fmt.Errorf("gateway: %w", err)
 		}
@@ -293,11 +356,15 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.cfg.Metrics != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
-		// Profiling on the (loopback, operator-only) metrics listener.
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		if s.cfg.Pprof {
+			// Profiling, only when asked for (--pprof): heap and goroutine
+			// stacks are for operators.
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 		mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 			if !s.Ready() {
@@ -306,14 +373,18 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			fmt.Fprintln(w, "ready")
 		})
-		hs, err := s.serveHTTP(s.cfg.Metrics, mux, nil)
+		var metricsTLS *tls.Config
+		if !isLoopback(s.cfg.Metrics) {
+			metricsTLS = s.sec.httpTLS() // nil without TLS (then --insecure allowed it)
+		}
+		hs, err := s.serveHTTP(s.cfg.Metrics, mux, metricsTLS)
 		if err != nil {
 			return err
 		}
 		https = append(https, hs)
 	}
 	log.Info("tether server started", "listen", s.lis.Addr().String(), "advertise", s.cfg.Advertise, "http", s.cfg.HTTP,
-		"metrics", s.cfg.Metrics, "store", storeKind(s.cfg), "version", s.cfg.Version,
+		"metrics", s.cfg.Metrics, "pprof", s.cfg.Pprof, "store", storeKind(s.cfg), "version", s.cfg.Version,
 		"tls", s.sec.tls != nil, "mtls", s.cfg.Security.ClientCA != "", "device_tokens", len(s.cfg.Security.TokenSecret) > 0,
 		"api_keys", s.cfg.Security.APIKeys.Len(), "cluster_secret", len(s.cfg.Security.ClusterSecret) > 0)
 
@@ -334,7 +405,12 @@ func (s *Server) serveHTTP(addr string, h http.Handler, tlsCfg *tls.Config) (*ht
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg}
+	lis = limitPerIP(lis, s.cfg.Limits.MaxConnsPerIP, s.perIP.WithLabelValues("http"))
+	l := s.cfg.Limits
+	// No WriteTimeout: a watch stream is a response that lasts as long as
+	// the client wants it.
+	hs := &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: l.HTTPReadHeaderTimeout,
+		IdleTimeout: l.HTTPIdleTimeout, MaxHeaderBytes: l.HTTPMaxHeaderBytes}
 	go func() {
 		var err error
 		if tlsCfg != nil {
@@ -365,6 +441,7 @@ func (s *Server) shutdown(log *slog.Logger, https []*http.Server) {
 	for _, hs := range https {
 		_ = hs.Shutdown(ctx)
 	}
+	s.inner.Stop()
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
 	select {

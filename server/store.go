@@ -21,5 +21,5 @@ func openStore(ctx context.Context, c Config) (registry.Store, error) {
 	if c.RedisURL == "" {
 		return memstore.New(memstore.Options{DeviceRetention: c.DeviceRetention}), nil
 	}
-	return redisstore.New(ctx, redisstore.Options{URL: c.RedisURL, Logger: c.Logger, DeviceRetention: c.DeviceRetention})
+	return redisstore.New(ctx, redisstore.Options{URL: c.RedisURL, Logger: c.Logger, DeviceRetention: c.DeviceRetention, Pools: c.Limits.RedisPools})
 }

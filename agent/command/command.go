@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -32,8 +34,9 @@ const (
 	MaxOutputCap = 1 << 20
 	// DefaultTimeout bounds a command that names no shorter timeout.
 	DefaultTimeout = 60 * time.Second
-	// waitDelay bounds how long Run waits for output after killing a
-	// command whose children still hold the pipe open.
+	// waitDelay bounds how long Run waits for output after the command and
+	// everything it started were killed (a process that escaped every
+	// tracking method may still hold the pipe open).
 	waitDelay = 2 * time.Second
 )
 
@@ -243,29 +246,75 @@ func (r *Runner) output(code int32, out []byte) *tetherv1.CommandResult {
 }
 
 func (r *Runner) exec(ctx context.Context, name string, timeout time.Duration, argv []string) *tetherv1.CommandResult {
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	// One pipe we own for stdout and stderr: Wait then returns when the
+	// process exits, not when every child holding the pipe has let go.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return refused("command %q: %v", name, err)
+	}
+	var cmd *exec.Cmd
+	var ps *procs
+	for _, cgroup := range []bool{true, false} {
+		cmd = exec.Command(argv[0], argv[1:]...)
+		cmd.Stdout, cmd.Stderr = pw, pw
+		ps = prepare(cmd, cgroup)
+		if err = cmd.Start(); err == nil || !ps.hasCgroup() {
+			break
+		}
+		// Starting inside the cgroup failed (a kernel without
+		// CLONE_INTO_CGROUP): run it with the process group only.
+		_ = ps.cleanup()
+	}
+	defer ps.cleanup() //nolint:errcheck // best effort: an empty cgroup left behind is harmless
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		return refused("command %q: %v", name, err)
+	}
+	ps.started(cmd.Process.Pid)
 	out := &capped{limit: r.opts.OutputCap}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.WaitDelay = waitDelay
-	killProcessGroup(cmd)
-	err := cmd.Run()
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		_, _ = io.Copy(out, pr)
+	}()
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	killed := false
+	select {
+	case err = <-waited:
+	case <-ctx.Done():
+		killed = true
+		ps.killAll()
+		err = <-waited
+	}
+	// Whatever the command left behind (a background child, one that
+	// called setsid) dies with it.
+	ps.killAll()
+	select {
+	case <-copied:
+	case <-time.After(waitDelay): // a process we could not find holds the pipe
+		pr.Close()
+		<-copied
+	}
+	pr.Close()
 	s, trunc := out.result()
 	res := &tetherv1.CommandResult{Output: s, OutputTruncated: trunc}
 	var exitErr *exec.ExitError
 	switch {
-	case err == nil:
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case killed && errors.Is(ctx.Err(), context.DeadlineExceeded):
 		res.ExitCode = ExitTimedOut
-		res.Error = fmt.Sprintf("command %q timed out after %v and was killed", name, timeout)
-	case ctx.Err() != nil:
+		res.Error = fmt.Sprintf("command %q timed out after %v and was killed (with everything it started)", name, timeout)
+	case killed:
 		res.ExitCode = ExitTimedOut
 		res.Error = fmt.Sprintf("command %q was cancelled: %v", name, context.Cause(ctx))
+	case err == nil:
 	case errors.As(err, &exitErr):
 		res.ExitCode = int32(exitErr.ExitCode()) // -1 when killed by a signal
 		if !exitErr.Exited() {
 			res.Error = fmt.Sprintf("command %q: %v", name, exitErr)
 		}
-	default: // could not start, or output copy failed
+	default:
 		res.ExitCode = ExitRefused
 		res.Error = fmt.Sprintf("command %q: %v", name, err)
 	}

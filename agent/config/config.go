@@ -26,8 +26,10 @@ const maxFileSize = 1 << 20
 
 // File is the agent config file. Every field is optional.
 type File struct {
-	// Server is the server address (host:port).
-	Server string `yaml:"server"`
+	// Server is the server address (host:port or dns:///host:port), or
+	// several: a comma-separated string or a YAML list. The agent moves to
+	// the next one when a server fails, refuses it or drains.
+	Server Servers `yaml:"server"`
 	// DeviceID overrides the default id (the primary MAC with dashes).
 	DeviceID string `yaml:"device_id"`
 	// Labels are reported in the device info.
@@ -49,6 +51,31 @@ type File struct {
 	TLS bool `yaml:"tls"`
 	// TokenFile holds the device token (tether-server token issue).
 	TokenFile string `yaml:"token_file"`
+}
+
+// Servers is one server address or several, comma-separated; in YAML it
+// may also be a list of strings.
+type Servers string
+
+// UnmarshalYAML accepts a string or a list of strings.
+func (s *Servers) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		var v string
+		if err := n.Decode(&v); err != nil {
+			return err
+		}
+		*s = Servers(v)
+		return nil
+	case yaml.SequenceNode:
+		var v []string
+		if err := n.Decode(&v); err != nil {
+			return fmt.Errorf("line %d: server: want a list of host:port strings", n.Line)
+		}
+		*s = Servers(strings.Join(v, ","))
+		return nil
+	}
+	return fmt.Errorf("line %d: server: want host:port or a list of them", n.Line)
 }
 
 // Command is one allow-listed command.

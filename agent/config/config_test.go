@@ -160,3 +160,22 @@ func TestTheShippedExampleAndDemoConfigsLoad(t *testing.T) {
 		}
 	}
 }
+
+func TestServerMayBeAListOrCommaSeparated(t *testing.T) {
+	for _, doc := range []string{
+		"server: [a.example.com:7070, b.example.com:7070]\n",
+		"server:\n  - a.example.com:7070\n  - b.example.com:7070\n",
+		"server: a.example.com:7070,b.example.com:7070\n",
+	} {
+		f, err := Parse([]byte(doc))
+		if err != nil {
+			t.Fatalf("%q: %v", doc, err)
+		}
+		if f.Server != "a.example.com:7070,b.example.com:7070" {
+			t.Errorf("%q: server = %q", doc, f.Server)
+		}
+	}
+	if _, err := Parse([]byte("server: {a: 1}\n")); err == nil {
+		t.Error("a mapping was accepted as server")
+	}
+}

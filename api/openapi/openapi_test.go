@@ -38,3 +38,22 @@ func TestJSONReturnsACopyCallersMayModify(t *testing.T) {
 		t.Fatal("modifying one result changed the next")
 	}
 }
+
+func TestTheDocumentDeclaresTheBearerScheme(t *testing.T) {
+	var doc struct {
+		SecurityDefinitions map[string]struct {
+			Type, Name, In string
+		} `json:"securityDefinitions"`
+		Security []map[string][]string `json:"security"`
+	}
+	if err := json.Unmarshal(openapi.JSON(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	b := doc.SecurityDefinitions["Bearer"]
+	if b.Type != "apiKey" || b.Name != "Authorization" || b.In != "header" {
+		t.Errorf("securityDefinitions.Bearer = %+v", b)
+	}
+	if len(doc.Security) != 1 || doc.Security[0]["Bearer"] == nil {
+		t.Errorf("security = %v, want [{Bearer: []}]", doc.Security)
+	}
+}

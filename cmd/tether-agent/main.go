@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/tetherhq/tether/agent"
@@ -34,7 +35,7 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("tether-agent", flag.ContinueOnError)
-	server := fs.String("server", defaultServer, "server gRPC address (host:port); overrides server: in the config file")
+	server := fs.String("server", defaultServer, "server gRPC address host:port, or several comma-separated (tried in turn: the agent moves to the next when one fails, refuses it or drains), or dns:///name:port (every address of the name); overrides server: in the config file")
 	configPath := fs.String("config", "", "config file (default "+config.DefaultPath+", which may be absent; a file named here must exist)")
 	deviceID := fs.String("device-id", "", "device id, 1-64 of [A-Za-z0-9._-] (default: the primary MAC address, aa-bb-cc-dd-ee-ff)")
 	legacy := fs.Bool("legacy-no-pong", false, "behave like an old agent: never answer Pings, do not advertise CAPABILITY_PONG")
@@ -60,6 +61,8 @@ func run(args []string) error {
 		}
 		return err
 	}
+	set := map[string]bool{} // flags given on the command line or in the environment
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q (see --help)", fs.Args())
 	}
@@ -67,14 +70,23 @@ func run(args []string) error {
 		fmt.Println("tether-agent", version.String())
 		return nil
 	}
+	if err := envflag.CheckEnv(fs, "TETHER"); err != nil {
+		return err
+	}
+	if set["server"] {
+		if _, err := agent.ParseServers(*server); err != nil {
+			if src := envflag.Source(fs, "server"); !strings.HasPrefix(src, "--") {
+				return fmt.Errorf("%s: %w", src, err)
+			}
+			return fmt.Errorf("--server: %w", err)
+		}
+	}
 	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
 	if err != nil {
 		return err
 	}
 	slog.SetDefault(log)
 
-	set := map[string]bool{} // flags given on the command line or in the environment
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var file *config.File
 	if set["config"] {
 		file, err = config.Load(*configPath)
@@ -90,7 +102,7 @@ func run(args []string) error {
 		log.Warn("sd_notify", "err", err)
 	}
 	cfg := agent.Config{
-		ServerAddr:   pick(set["server"], *server, file.Server, defaultServer),
+		ServerAddr:   pick(set["server"], *server, string(file.Server), defaultServer),
 		DeviceID:     pick(set["device-id"], *deviceID, file.DeviceID, ""),
 		LegacyNoPong: pick(set["legacy-no-pong"], *legacy, file.LegacyNoPong, false),
 		Labels:       file.Labels,
@@ -120,6 +132,10 @@ func run(args []string) error {
 			log.Warn("sending the device token over plaintext (no --ca/--tls): only acceptable against a server on this host")
 		}
 	}
+	servers, err := agent.ParseServers(cfg.ServerAddr)
+	if err != nil {
+		return fmt.Errorf("server: in %s: %w", configName(set["config"], *configPath), err)
+	}
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err
@@ -133,8 +149,12 @@ func run(args []string) error {
 		log.Warn("sd_notify READY failed", "err", err)
 	}
 	context.AfterFunc(ctx, func() { _ = notifier.Stopping() })
-	log.Info("tether-agent starting", "version", version.String(), "device", a.DeviceID(), "server", cfg.ServerAddr, "config", configName(set["config"], *configPath),
-		"tls", secure, "mtls", to.Cert != "", "token", cfg.PerRPC != nil)
+	// The effective configuration, once, after flags, environment, config
+	// file and defaults were combined.
+	log.Info("tether-agent starting", "version", version.String(), "device", a.DeviceID(), "servers", servers,
+		"config", configName(set["config"], *configPath), "labels", len(cfg.Labels), "commands", len(cfg.Commands),
+		"legacy_no_pong", cfg.LegacyNoPong, "tls", secure, "ca", to.CA, "mtls", to.Cert != "", "server_name", to.ServerName,
+		"token", cfg.PerRPC != nil, "log_format", *logFormat, "log_level", *logLevel)
 	return a.Run(ctx)
 }
 

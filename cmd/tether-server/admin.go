@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"os/user"
 	"strings"
 	"time"
 
@@ -17,31 +19,65 @@ import (
 	"github.com/tetherhq/tether/server/registry/redisstore"
 )
 
-// loadSecrets reads the secret files named by flags into sec.
-func loadSecrets(sec *server.Security, tokenSecretFile, apiKeysFile, apiKeys, clusterSecretFile string) error {
-	var err error
-	if tokenSecretFile != "" {
-		if sec.TokenSecret, err = access.LoadSecret(tokenSecretFile, "token secret"); err != nil {
-			return err
+// secretFlags are the secret-file flags of the server.
+type secretFlags struct {
+	tokenSecretFile, apiKeysFile, apiKeys, clusterSecretFile string
+}
+
+// loadSecrets reads the secret files named by flags into sec. A bare file
+// name is looked up in $CREDENTIALS_DIRECTORY (systemd LoadCredential=);
+// so are --tls-cert and --tls-key. A group/world-writable secret file, or
+// one file for two secrets, is refused; the returned warnings (a
+// world-readable file) are logged by the caller.
+func loadSecrets(sec *server.Security, f secretFlags) (warnings []string, err error) {
+	sec.TLSCert = access.ResolveSecretPath(sec.TLSCert)
+	sec.TLSKey = access.ResolveSecretPath(sec.TLSKey)
+	f.tokenSecretFile = access.ResolveSecretPath(f.tokenSecretFile)
+	f.clusterSecretFile = access.ResolveSecretPath(f.clusterSecretFile)
+	f.apiKeysFile = access.ResolveSecretPath(f.apiKeysFile)
+	files := []access.SecretFile{
+		{What: "--token-secret-file", Path: f.tokenSecretFile},
+		{What: "--cluster-secret-file", Path: f.clusterSecretFile},
+		{What: "--api-keys-file", Path: f.apiKeysFile},
+		{What: "--tls-key", Path: sec.TLSKey},
+	}
+	if err := access.CheckDistinctSecrets(files...); err != nil {
+		return nil, err
+	}
+	for _, sf := range files {
+		if sf.Path == "" {
+			continue
+		}
+		w, err := access.CheckSecretFile(sf.Path, sf.What)
+		if err != nil {
+			return nil, err
+		}
+		if w != "" {
+			warnings = append(warnings, w)
 		}
 	}
-	if clusterSecretFile != "" {
-		if sec.ClusterSecret, err = access.LoadSecret(clusterSecretFile, "cluster secret"); err != nil {
-			return err
+	if f.tokenSecretFile != "" {
+		if sec.TokenSecret, err = access.LoadSecret(f.tokenSecretFile, "token secret"); err != nil {
+			return nil, err
+		}
+	}
+	if f.clusterSecretFile != "" {
+		if sec.ClusterSecret, err = access.LoadSecret(f.clusterSecretFile, "cluster secret"); err != nil {
+			return nil, err
 		}
 	}
 	switch {
-	case apiKeysFile != "" && apiKeys != "":
-		return errors.New("give API keys with --api-keys-file or --api-keys (TETHER_API_KEYS), not both")
-	case apiKeysFile != "":
-		sec.APIKeys, err = access.LoadAPIKeys(apiKeysFile)
-	case apiKeys != "":
-		sec.APIKeys, err = access.ParseAPIKeys([]byte(apiKeys))
+	case f.apiKeysFile != "" && f.apiKeys != "":
+		return nil, errors.New("give API keys with --api-keys-file or --api-keys (TETHER_API_KEYS), not both")
+	case f.apiKeysFile != "":
+		sec.APIKeys, err = access.LoadAPIKeys(f.apiKeysFile)
+	case f.apiKeys != "":
+		sec.APIKeys, err = access.ParseAPIKeys([]byte(f.apiKeys))
 		if err != nil {
 			err = fmt.Errorf("--api-keys / TETHER_API_KEYS: %w", err)
 		}
 	}
-	return err
+	return warnings, err
 }
 
 // parseWithArgs parses flags that may come before or after the positional
@@ -103,6 +139,7 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintln(stdout, tok)
 		fmt.Fprintf(stderr, "device %s, token id %s, expires %s\n", t.DeviceID, t.ID, t.Expiry.UTC().Format(time.RFC3339))
+		cliAudit(stderr, "token_issue", "device", t.DeviceID, "token_id", t.ID, "expires", t.Expiry.UTC().Format(time.RFC3339))
 		return nil
 	case "revoke":
 		redisURL := fs.String("redis", "", "Redis URL of the cluster's registry (required; the in-memory store lives inside the server process)")
@@ -142,10 +179,21 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stderr, "token %s revoked until %s\n", id, exp.UTC().Format(time.RFC3339))
+		cliAudit(stderr, "token_revoke", "token_id", id, "until", exp.UTC().Format(time.RFC3339))
 		return nil
 	}
 	fmt.Fprint(stderr, tokenUsage)
 	return fmt.Errorf("token: unknown subcommand %q", args[0])
+}
+
+// cliAudit writes the audit line of a state-changing CLI command (the same
+// "audit" message as the server's, docs/ADMIN.md) to w.
+func cliAudit(w io.Writer, action string, attrs ...any) {
+	who := "unknown"
+	if u, err := user.Current(); err == nil {
+		who = u.Username
+	}
+	slog.New(slog.NewTextHandler(w, nil)).Info("audit", append([]any{"action", action, "caller", "cli:" + who}, attrs...)...)
 }
 
 func ignoreHelp(err error) error {

@@ -77,8 +77,8 @@ func TestRequiredRoleDeniesUnknownMethodsByDefault(t *testing.T) {
 		"/tether.v1.DeviceService/GetDevice":                             RoleViewer,
 		"/tether.v1.DeviceService/SendCommand":                           RoleOperator,
 		"/tether.v1.DeviceService/SomethingNew":                          RoleAdmin,
-		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      RoleAdmin,
-		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": RoleAdmin,
+		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      RoleViewer,
+		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": RoleViewer,
 		"/grpc.health.v1.Health/Check":                                   RoleNone,
 		"/tether.v1.AgentService/Connect":                                RoleNone,
 		"/tether.v1.PeerService/ForwardCommand":                          RoleNone,
@@ -115,14 +115,19 @@ func TestTheLimiterRefillsAndStaysBounded(t *testing.T) {
 	}
 }
 
-func TestPeerProofsExpireAndNeedTheSecret(t *testing.T) {
-	sec := []byte(strings.Repeat("s", 32))
-	now := time.Unix(1_800_000_000, 0)
-	p := PeerProof(sec, now)
-	if !CheckPeerProof(sec, p, now.Add(time.Minute)) {
-		t.Fatal("fresh proof refused")
+func TestTheLimiterKeysIPv6By64(t *testing.T) {
+	l := NewLimiter(1, 2, nil)
+	l.now = func() time.Time { return time.Unix(1_800_000_000, 0) }
+	a := netip.MustParseAddr("2001:db8:1:2::1")
+	b := netip.MustParseAddr("2001:db8:1:2:ffff::9") // same /64
+	c := netip.MustParseAddr("2001:db8:1:3::1")      // another /64
+	if !l.Allow(a) || !l.Allow(b) {
+		t.Fatal("burst of 2 refused")
 	}
-	if CheckPeerProof(sec, p, now.Add(10*time.Minute)) || CheckPeerProof([]byte(strings.Repeat("t", 32)), p, now) || CheckPeerProof(sec, string(sec), now) {
-		t.Fatal("stale, foreign or raw-secret proof accepted")
+	if l.Allow(netip.MustParseAddr("2001:db8:1:2:1234::")) {
+		t.Fatal("a third address of the same /64 escaped the bucket")
+	}
+	if !l.Allow(c) {
+		t.Fatal("another /64 shares the bucket")
 	}
 }

@@ -98,6 +98,10 @@ func HashLine(key string, role Role, name string) string {
 
 // LoadAPIKeys reads a key file (see ParseAPIKeys).
 func LoadAPIKeys(path string) (*APIKeys, error) {
+	path = ResolveSecretPath(path)
+	if _, err := CheckSecretFile(path, "API keys file"); err != nil {
+		return nil, err
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("api keys: %w", err)

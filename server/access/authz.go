@@ -3,10 +3,13 @@ package access
 import (
 	"context"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -15,6 +18,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/tetherhq/tether/server/audit"
 	"github.com/tetherhq/tether/server/registry"
 )
 
@@ -33,12 +37,26 @@ type Policy struct {
 	APIKeys *APIKeys
 	// ClusterSecret authenticates PeerService callers (x-tether-peer).
 	ClusterSecret []byte
+	// Node is this replica's node name: peer proofs must be addressed to it.
+	Node string
+	// KnownPeer reports whether a peer's node name (from its certificate or
+	// its proof) belongs to this cluster: a live node in the registry or an
+	// allow-listed name. nil = any name.
+	KnownPeer func(ctx context.Context, node string) (bool, error)
+	// CertCN lets a client certificate without a tether://device/ URI SAN
+	// name its device with the subject CN (legacy; off by default).
+	CertCN bool
 	// Limiter limits AgentService streams per source IP; nil = no limit.
 	Limiter *Limiter
+	// Audit counts and logs refusals; nil = only a debug line.
+	Audit *audit.Log
 	// Logger receives refusals at debug level.
 	Logger *slog.Logger
 	// Now is the clock for token expiry and peer proofs (default time.Now).
 	Now func() time.Time
+
+	replayOnce sync.Once
+	replay     *replayCache
 }
 
 // DeviceAuth reports whether AgentService requires device credentials.
@@ -80,16 +98,27 @@ const (
 	peerPrefix   = "/tether.v1.PeerService/"
 	healthPrefix = "/grpc.health.v1.Health/"
 	devicePrefix = "/tether.v1.DeviceService/"
+
+	reflectionV1      = "/grpc.reflection.v1.ServerReflection/"
+	reflectionV1Alpha = "/grpc.reflection.v1alpha.ServerReflection/"
 )
 
+func isReflection(method string) bool {
+	return strings.HasPrefix(method, reflectionV1) || strings.HasPrefix(method, reflectionV1Alpha)
+}
+
 // methodRoles is the role each DeviceService method needs. Methods not
-// listed here (reflection, admin, anything added later) need RoleAdmin.
+// listed here (admin, anything added later) need RoleAdmin. Reflection is
+// open to every role (the schema is public: /openapi.json); without a key
+// it describes the health service only.
 var methodRoles = map[string]Role{
-	devicePrefix + "ListDevices":      RoleViewer,
-	devicePrefix + "GetDevice":        RoleViewer,
-	devicePrefix + "WatchDevices":     RoleViewer,
-	devicePrefix + "SendCommand":      RoleOperator,
-	devicePrefix + "DisconnectDevice": RoleOperator,
+	reflectionV1 + "ServerReflectionInfo":      RoleViewer,
+	reflectionV1Alpha + "ServerReflectionInfo": RoleViewer,
+	devicePrefix + "ListDevices":               RoleViewer,
+	devicePrefix + "GetDevice":                 RoleViewer,
+	devicePrefix + "WatchDevices":              RoleViewer,
+	devicePrefix + "SendCommand":               RoleOperator,
+	devicePrefix + "DisconnectDevice":          RoleOperator,
 }
 
 // RequiredRole is the API-key role a method needs (RoleNone: not an
@@ -121,7 +150,7 @@ func (p *Policy) log() *slog.Logger {
 
 // Unary is the unary server interceptor.
 func (p *Policy) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	ctx, err := p.authorize(ctx, info.FullMethod)
+	ctx, err := p.authorize(ctx, info.FullMethod, req)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +159,7 @@ func (p *Policy) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 
 // Stream is the stream server interceptor.
 func (p *Policy) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	ctx, err := p.authorize(ss.Context(), info.FullMethod)
+	ctx, err := p.authorize(ss.Context(), info.FullMethod, nil)
 	if err != nil {
 		return err
 	}
@@ -147,20 +176,44 @@ type ctxStream struct {
 
 func (s *ctxStream) Context() context.Context { return s.ctx }
 
-func (p *Policy) authorize(ctx context.Context, method string) (context.Context, error) {
+// refusal is a refused call: the status the caller gets and the reason
+// counted and logged (internal detail goes to the log only).
+type refusal struct {
+	reason string
+	st     *status.Status
+	detail error // logged, never sent
+}
+
+func (r *refusal) Error() string              { return r.st.Err().Error() }
+func (r *refusal) GRPCStatus() *status.Status { return r.st }
+
+func refuse(reason string, code codes.Code, msg string) *refusal {
+	return &refusal{reason: reason, st: status.New(code, msg)}
+}
+
+// authorize authenticates the call and records its caller in the context
+// (audit.WithCaller). req is the request of a unary call (nil for
+// streams): peer proofs are bound to it.
+func (p *Policy) authorize(ctx context.Context, method string, req any) (context.Context, error) {
 	var err error
 	switch {
 	case strings.HasPrefix(method, healthPrefix):
-		return ctx, nil
+		return audit.WithCaller(ctx, audit.Caller{Kind: "anonymous"}), nil
 	case strings.HasPrefix(method, agentPrefix):
 		ctx, err = p.authorizeDevice(ctx)
 	case strings.HasPrefix(method, peerPrefix):
-		err = p.authorizePeer(ctx)
+		ctx, err = p.authorizePeer(ctx, method, req)
 	default:
-		err = p.authorizeKey(ctx, method)
+		ctx, err = p.authorizeKey(ctx, method)
 	}
 	if err != nil {
-		p.log().Debug("call refused", "method", method, "remote", remoteString(ctx), "err", err)
+		reason, detail := "refused", error(nil)
+		var r *refusal
+		if errors.As(err, &r) {
+			reason, detail = r.reason, r.detail
+		}
+		p.log().Debug("call refused", "method", method, "remote", remoteString(ctx), "reason", reason, "err", err, "detail", detail)
+		p.Audit.Refused(ctx, reason, method, err)
 	}
 	return ctx, err
 }
@@ -205,7 +258,11 @@ func remoteString(ctx context.Context) string {
 	return ""
 }
 
-func verifiedLeaf(ctx context.Context) (cert *x509.Certificate, deviceID, peerName string) {
+func withDevice(ctx context.Context, d Device) context.Context {
+	return audit.WithCaller(WithDevice(ctx, d), audit.Caller{Kind: "device", Name: d.ID})
+}
+
+func verifiedLeaf(ctx context.Context, cn bool) (cert *x509.Certificate, deviceID, peerName string) {
 	pr, ok := peer.FromContext(ctx)
 	if !ok {
 		return nil, "", ""
@@ -217,7 +274,7 @@ func verifiedLeaf(ctx context.Context) (cert *x509.Certificate, deviceID, peerNa
 	if n, ok := PeerNameFromCert(leaf); ok {
 		return leaf, "", n
 	}
-	id, _ := DeviceIDFromCert(leaf)
+	id, _ := DeviceIDFromCert(leaf, cn)
 	return leaf, id, ""
 }
 
@@ -226,77 +283,139 @@ func verifiedLeaf(ctx context.Context) (cert *x509.Certificate, deviceID, peerNa
 // unrevoked token.
 func (p *Policy) authorizeDevice(ctx context.Context) (context.Context, error) {
 	if !p.Limiter.Allow(remoteAddr(ctx)) {
-		return ctx, status.Error(codes.ResourceExhausted, "too many streams from this address; retry with backoff")
+		return ctx, refuse("rate_limited", codes.ResourceExhausted, "too many streams from this address; retry with backoff")
 	}
 	if !p.DeviceAuth() {
-		return ctx, nil
+		return audit.WithCaller(ctx, audit.Caller{Kind: "anonymous"}), nil
 	}
 	if p.MutualTLS {
-		if leaf, id, _ := verifiedLeaf(ctx); leaf != nil && id != "" {
-			return WithDevice(ctx, Device{ID: id}), nil
+		if leaf, id, _ := verifiedLeaf(ctx, p.CertCN); leaf != nil && id != "" {
+			return withDevice(ctx, Device{ID: id}), nil
 		}
 	}
 	tok := bearer(ctx)
 	if tok == "" || p.Tokens == nil {
-		return ctx, status.Error(codes.Unauthenticated, "device credentials required: a client certificate or a device token (authorization: Bearer <token>)")
+		return ctx, refuse("no_credentials", codes.Unauthenticated, "device credentials required: a client certificate or a device token (authorization: Bearer <token>)")
 	}
 	t, err := p.Tokens.Verify(tok, p.now())
-	if err != nil {
-		return ctx, status.Errorf(codes.Unauthenticated, "device token refused: %v", err)
+	switch {
+	case errors.Is(err, ErrExpiredToken):
+		return ctx, refuse("token_expired", codes.Unauthenticated, "device token refused: "+err.Error())
+	case err != nil:
+		return ctx, refuse("bad_token", codes.Unauthenticated, "device token refused: "+err.Error())
 	}
 	if p.Revocations != nil {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		revoked, err := p.Revocations.Revoked(rctx, t.ID)
 		cancel()
 		if err != nil {
-			return ctx, status.Errorf(codes.Unavailable, "cannot check the token deny list, retry with backoff: %v", err)
+			r := refuse("deny_list_unavailable", codes.Unavailable, "cannot check the token deny list, retry with backoff")
+			r.detail = err
+			return ctx, r
 		}
 		if revoked {
-			return ctx, status.Errorf(codes.Unauthenticated, "device token %s has been revoked", t.ID)
+			return ctx, refuse("token_revoked", codes.Unauthenticated, "device token "+t.ID+" has been revoked")
 		}
 	}
-	return WithDevice(ctx, Device{ID: t.DeviceID, TokenID: t.ID, Expiry: t.Expiry}), nil
+	return withDevice(ctx, Device{ID: t.DeviceID, TokenID: t.ID, Expiry: t.Expiry}), nil
 }
 
-// authorizePeer admits a replica: a verified peer certificate, or a valid
-// cluster proof. Without a secret, in dev mode, loopback callers are
-// admitted. Everything else is PERMISSION_DENIED, whatever else it holds.
-func (p *Policy) authorizePeer(ctx context.Context) error {
+// authorizePeer admits a replica: a verified peer certificate naming a
+// node of this cluster, or a valid cluster proof for this very call (bound
+// to the calling node, this node, the method and the request, within
+// ±PeerWindow, never seen before). Without a secret, in dev mode, loopback
+// callers are admitted. Everything else is PERMISSION_DENIED, whatever else
+// it holds.
+func (p *Policy) authorizePeer(ctx context.Context, method string, req any) (context.Context, error) {
+	denied := func(reason string) *refusal {
+		return refuse(reason, codes.PermissionDenied, "PeerService is for the replicas of this cluster only")
+	}
 	if p.MutualTLS {
-		if _, _, name := verifiedLeaf(ctx); name != "" {
-			return nil
+		if _, _, name := verifiedLeaf(ctx, false); name != "" {
+			if err := p.knownPeer(ctx, name); err != nil {
+				return ctx, err
+			}
+			return audit.WithCaller(ctx, audit.Caller{Kind: "peer", Name: name}), nil
 		}
 	}
 	if len(p.ClusterSecret) > 0 {
 		md, _ := metadata.FromIncomingContext(ctx)
-		for _, v := range md.Get(PeerHeader) {
-			if CheckPeerProof(p.ClusterSecret, v, p.now()) {
-				return nil
-			}
+		proofs := md.Get(PeerHeader)
+		if len(proofs) == 0 {
+			return ctx, denied("no_credentials")
 		}
-		return status.Error(codes.PermissionDenied, "PeerService is for the replicas of this cluster only")
+		if req == nil { // a stream: nothing to bind the proof to
+			return ctx, denied("bad_peer_proof")
+		}
+		digest := RequestDigest(req)
+		pp, err := checkProof(p.ClusterSecret, proofs[0], p.Node, method, digest, p.now())
+		if err != nil {
+			return ctx, denied("bad_peer_proof")
+		}
+		if err := p.knownPeer(ctx, pp.from); err != nil {
+			return ctx, err
+		}
+		p.replayOnce.Do(func() { p.replay = newReplayCache(DefaultReplayEntries) })
+		switch err := p.replay.add(pp.nonce, pp.at.Add(PeerWindow+time.Second), p.now()); {
+		case errors.Is(err, errReplay):
+			return ctx, denied("peer_replay")
+		case err != nil:
+			return ctx, refuse("peer_replay_cache_full", codes.Unavailable, "too many peer calls; retry with backoff")
+		}
+		return audit.WithCaller(ctx, audit.Caller{Kind: "peer", Name: pp.from}), nil
 	}
 	if p.Dev() && remoteAddr(ctx).IsLoopback() {
+		return audit.WithCaller(ctx, audit.Caller{Kind: "anonymous"}), nil
+	}
+	return ctx, refuse("no_credentials", codes.PermissionDenied, "PeerService is for the replicas of this cluster only (configure --cluster-secret-file on every replica)")
+}
+
+func (p *Policy) knownPeer(ctx context.Context, node string) error {
+	if p.KnownPeer == nil {
 		return nil
 	}
-	return status.Error(codes.PermissionDenied, "PeerService is for the replicas of this cluster only (configure --cluster-secret-file on every replica)")
+	ok, err := p.KnownPeer(ctx, node)
+	if err != nil {
+		r := refuse("peer_check_unavailable", codes.Unavailable, "cannot check the calling replica, retry with backoff")
+		r.detail = err
+		return r
+	}
+	if !ok {
+		return refuse("peer_unknown_node", codes.PermissionDenied, "PeerService is for the replicas of this cluster only")
+	}
+	return nil
+}
+
+type reflectionKey struct{}
+
+// ReflectionLimited reports whether a reflection stream came without an
+// API key while keys are configured: it may describe the health service
+// only.
+func ReflectionLimited(ctx context.Context) bool {
+	v, _ := ctx.Value(reflectionKey{}).(bool)
+	return v
 }
 
 // authorizeKey checks the API key and its role.
-func (p *Policy) authorizeKey(ctx context.Context, method string) error {
+func (p *Policy) authorizeKey(ctx context.Context, method string) (context.Context, error) {
 	if p.APIKeys.Len() == 0 {
-		return nil
+		return audit.WithCaller(ctx, audit.Caller{Kind: "anonymous"}), nil
 	}
 	key := bearer(ctx)
 	if key == "" {
-		return status.Error(codes.Unauthenticated, "API key required: authorization: Bearer <key>")
+		if isReflection(method) {
+			ctx = context.WithValue(ctx, reflectionKey{}, true)
+			return audit.WithCaller(ctx, audit.Caller{Kind: "anonymous"}), nil
+		}
+		return ctx, refuse("no_credentials", codes.Unauthenticated, "API key required: authorization: Bearer <key>")
 	}
 	k, ok := p.APIKeys.Lookup(key)
 	if !ok {
-		return status.Error(codes.Unauthenticated, "unknown API key")
+		return ctx, refuse("bad_api_key", codes.Unauthenticated, "unknown API key")
 	}
+	ctx = audit.WithCaller(ctx, audit.Caller{Kind: "key", Name: k.Name})
 	if need := RequiredRole(method); k.Role < need {
-		return status.Errorf(codes.PermissionDenied, "API key %q has role %s; %s needs %s", k.Name, k.Role, method, need)
+		return ctx, refuse("role_denied", codes.PermissionDenied, fmt.Sprintf("API key %q has role %s; %s needs %s", k.Name, k.Role, method, need))
 	}
-	return nil
+	return ctx, nil
 }

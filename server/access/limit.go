@@ -9,7 +9,9 @@ import (
 // DefaultLimiterEntries bounds the addresses a Limiter tracks.
 const DefaultLimiterEntries = 16384
 
-// Limiter is a token bucket per source IP: each address may start Burst
+// Limiter is a token bucket per source IP (per /64 for IPv6, the smallest
+// block one host is usually given, so that one host cannot rotate through
+// its addresses to escape the limit): each address may start Burst
 // streams at once and Rate per second after that. The map is bounded: when
 // it is full, buckets that have refilled (idle addresses) are dropped, and
 // if none has, an arbitrary one — an attacker with many addresses can at
@@ -54,6 +56,9 @@ func (l *Limiter) Allow(addr netip.Addr) bool {
 		if p.Contains(addr) {
 			return true
 		}
+	}
+	if addr.Is6() {
+		addr = netip.PrefixFrom(addr, 64).Masked().Addr()
 	}
 	now := l.now()
 	l.mu.Lock()

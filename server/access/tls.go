@@ -198,9 +198,10 @@ func VerifiedLeaf(ai credentials.AuthInfo) (*x509.Certificate, bool) {
 }
 
 // DeviceIDFromCert is the device a client certificate names: the URI SAN
-// tether://device/<id>, or failing that the subject CN. A peer certificate
-// (tether://peer/...) names no device.
-func DeviceIDFromCert(c *x509.Certificate) (string, bool) {
+// tether://device/<id>, or failing that, only when cn is true
+// (--cert-cn-device), the subject CN. A peer certificate (tether://peer/...)
+// names no device.
+func DeviceIDFromCert(c *x509.Certificate, cn bool) (string, bool) {
 	if _, ok := PeerNameFromCert(c); ok {
 		return "", false
 	}
@@ -209,8 +210,11 @@ func DeviceIDFromCert(c *x509.Certificate) (string, bool) {
 			return id, deviceid.Validate(id) == nil
 		}
 	}
-	cn := c.Subject.CommonName
-	return cn, cn != "" && deviceid.Validate(cn) == nil
+	if !cn {
+		return "", false
+	}
+	name := c.Subject.CommonName
+	return name, name != "" && deviceid.Validate(name) == nil
 }
 
 // PeerNameFromCert is the replica a client certificate names with the URI

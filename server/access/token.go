@@ -46,9 +46,15 @@ func NewSigner(secret []byte) (*Signer, error) {
 	return &Signer{secret: bytes.Clone(secret)}, nil
 }
 
-// LoadSecret reads a secret file; surrounding whitespace is not part of the
-// secret. what names the secret in errors.
+// LoadSecret reads a secret file (a bare name is looked up in
+// $CREDENTIALS_DIRECTORY, see ResolveSecretPath); surrounding whitespace is
+// not part of the secret. what names the secret in errors. A group- or
+// world-writable file is refused (CheckSecretFile).
 func LoadSecret(path, what string) ([]byte, error) {
+	path = ResolveSecretPath(path)
+	if _, err := CheckSecretFile(path, what); err != nil {
+		return nil, err
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/server/access"
 	"github.com/tetherhq/tether/server/registry"
 )
 
@@ -68,7 +69,7 @@ func (s *Service) owner(ctx context.Context, r registry.Record) (tetherv1.PeerSe
 		return nil, status.Errorf(codes.Unavailable, "device %s was held by node %s, which stopped renewing its registry lease (crashed?); the device is offline until it reconnects", r.DeviceID, node)
 	}
 	if err != nil {
-		return nil, storeErr("resolve node "+node, err)
+		return nil, storeErr("node "+node, err)
 	}
 	return s.cfg.Peers.client(addr)
 }
@@ -96,6 +97,7 @@ func (s *Service) forwardCommand(ctx context.Context, req *tetherv1.SendCommandR
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout+forwardSlack)
 	defer cancel()
+	ctx = access.ToPeer(ctx, r.Session.Node) // the proof is bound to the owner
 	resp, err := peer.ForwardCommand(ctx, &tetherv1.ForwardCommandRequest{Request: req, LeaseId: r.Session.Lease})
 	if err != nil {
 		return nil, relayErr(r.Session.Node, err)
@@ -108,6 +110,7 @@ func (s *Service) forwardDisconnect(ctx context.Context, req *tetherv1.Disconnec
 	if err != nil {
 		return nil, err
 	}
+	ctx = access.ToPeer(ctx, r.Session.Node) // the proof is bound to the owner
 	resp, err := peer.ForwardDisconnect(ctx, &tetherv1.ForwardDisconnectRequest{Request: req, LeaseId: r.Session.Lease})
 	if err != nil {
 		return nil, relayErr(r.Session.Node, err)

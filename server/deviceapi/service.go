@@ -4,18 +4,20 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tetherhq/tether/api/deviceid"
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/server/feed"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/registry"
 	"github.com/tetherhq/tether/server/session"
@@ -23,8 +25,12 @@ import (
 
 // Limits on requests; Config fields override them.
 const (
-	DefaultPageSize       = 100
-	MaxPageSize           = 1000
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+	// DefaultMaxPageBytes bounds the encoded devices of one ListDevices
+	// page; a page holds at least one device. It stays well under the
+	// 4 MiB gRPC clients accept by default.
+	DefaultMaxPageBytes   = 1 << 20
 	DefaultCommandTimeout = 10 * time.Second
 	MaxCommandTimeout     = 5 * time.Minute
 	MaxCommandArgs        = 64
@@ -43,6 +49,29 @@ type Config struct {
 	// requests for such devices answer UNAVAILABLE.
 	Peers  *Peers
 	Logger *slog.Logger
+
+	// MaxPageBytes bounds one ListDevices page by its encoded size as well
+	// as by count. Default DefaultMaxPageBytes.
+	MaxPageBytes int
+	// MaxWatchers caps the open WatchDevices streams of this replica, and
+	// MaxWatchersPerKey those of one API key (when keys are configured);
+	// more are refused with RESOURCE_EXHAUSTED. Defaults
+	// DefaultMaxWatchers and DefaultMaxWatchersPerKey.
+	MaxWatchers       int
+	MaxWatchersPerKey int
+	// KeyName names the API key of a call ("" without keys); the per-key
+	// watch cap applies to calls it names.
+	KeyName func(ctx context.Context) string
+	// MaxSnapshotReads bounds the store reads that watch snapshots and
+	// catch-ups run at once (they queue beyond it). Default
+	// DefaultMaxSnapshotReads.
+	MaxSnapshotReads int
+	// WatchBuffer is how many events a watcher may fall behind the event
+	// feed before it is ended (it resumes from its last event). Default
+	// feed.DefaultBuffer.
+	WatchBuffer int
+	// Feed configures the replica's event feed (Buffer is WatchBuffer).
+	Feed feed.Config
 }
 
 // Service implements tetherv1.DeviceServiceServer.
@@ -57,6 +86,15 @@ type Service struct {
 	// GracefulStop would otherwise wait for them forever).
 	closing context.Context
 	close   context.CancelFunc
+
+	// The replica's one reader of the registry's events (started by the
+	// first watch) and the watch limits.
+	feed        *feed.Feed
+	feedOnce    sync.Once
+	snapshotSem chan struct{}
+	watchMu     sync.Mutex
+	watches     watchSlots
+	wm          watchMetrics
 }
 
 // Close ends every open WatchDevices stream.
@@ -73,15 +111,41 @@ func New(cfg Config, store registry.Store, hub *session.Hub, m *metrics.Metrics)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.MaxPageBytes <= 0 {
+		cfg.MaxPageBytes = DefaultMaxPageBytes
+	}
+	if cfg.MaxWatchers <= 0 {
+		cfg.MaxWatchers = DefaultMaxWatchers
+	}
+	if cfg.MaxWatchersPerKey <= 0 {
+		cfg.MaxWatchersPerKey = DefaultMaxWatchersPerKey
+	}
+	if cfg.MaxSnapshotReads <= 0 {
+		cfg.MaxSnapshotReads = DefaultMaxSnapshotReads
+	}
+	if cfg.WatchBuffer <= 0 {
+		cfg.WatchBuffer = feed.DefaultBuffer
+	}
+	cfg.Feed.Buffer = cfg.WatchBuffer
+	if cfg.Feed.Logger == nil {
+		cfg.Feed.Logger = cfg.Logger
+	}
 	closing, cancel := context.WithCancel(context.Background())
-	return &Service{cfg: cfg, store: store, hub: hub, metrics: m, closing: closing, close: cancel}
+	return &Service{cfg: cfg, store: store, hub: hub, metrics: m, closing: closing, close: cancel,
+		feed:        feed.New(store, cfg.Feed),
+		snapshotSem: make(chan struct{}, cfg.MaxSnapshotReads),
+		watches:     watchSlots{maxTotal: cfg.MaxWatchers, maxPerKey: cfg.MaxWatchersPerKey, perKey: map[string]int{}},
+		wm:          newWatchMetrics(),
+	}
 }
 
 // storeErr maps a registry error to a gRPC status.
 func storeErr(op string, err error) error {
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
-		return status.Errorf(codes.NotFound, "%s: %v", op, err)
+		// The store's wrapping ("get d9: registry: device not found") is
+		// internal; callers get the short form.
+		return status.Errorf(codes.NotFound, "%s not found", op)
 	case errors.Is(err, registry.ErrEventsExpired):
 		return status.Errorf(codes.OutOfRange, "%s: %v; reopen the watch with include_snapshot=true", op, err)
 	case errors.Is(err, context.DeadlineExceeded):
@@ -115,27 +179,9 @@ func (s *Service) GetDevice(ctx context.Context, req *tetherv1.GetDeviceRequest)
 	}
 	r, err := s.store.Get(ctx, req.GetDeviceId())
 	if err != nil {
-		return nil, storeErr("get device "+req.GetDeviceId(), err)
+		return nil, storeErr("device "+req.GetDeviceId(), err)
 	}
 	return &tetherv1.GetDeviceResponse{Device: deviceProto(r, s.local(r))}, nil
-}
-
-// ParseLabelSelector parses "k=v,k2=v2".
-func ParseLabelSelector(sel string) (map[string]string, error) {
-	sel = strings.TrimSpace(sel)
-	if sel == "" {
-		return nil, nil
-	}
-	out := map[string]string{}
-	for _, part := range strings.Split(sel, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-		k = strings.TrimSpace(k)
-		if !ok || k == "" {
-			return nil, fmt.Errorf("label_selector: %q is not key=value", part)
-		}
-		out[k] = strings.TrimSpace(v)
-	}
-	return out, nil
 }
 
 // Page tokens are the last device id of the previous page, base64url
@@ -177,7 +223,7 @@ func (s *Service) ListDevices(ctx context.Context, req *tetherv1.ListDevicesRequ
 	if err != nil {
 		return nil, err
 	}
-	labels, err := ParseLabelSelector(req.GetLabelSelector())
+	selector, err := registry.ParseSelector(req.GetLabelSelector())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -191,13 +237,22 @@ func (s *Service) ListDevices(ctx context.Context, req *tetherv1.ListDevicesRequ
 	default:
 		return nil, status.Errorf(codes.InvalidArgument, "presence: unknown value %d", req.GetPresence())
 	}
-	page, err := s.store.List(ctx, registry.ListQuery{After: after, Limit: size, Presence: presence, Labels: labels})
+	page, err := s.store.List(ctx, registry.ListQuery{After: after, Limit: size, Presence: presence, Selector: selector})
 	if err != nil {
 		return nil, storeErr("list devices", err)
 	}
 	resp := &tetherv1.ListDevicesResponse{NextPageToken: encodeToken(page.Next)}
-	for _, r := range page.Records {
-		resp.Devices = append(resp.Devices, deviceProto(r, s.local(r)))
+	used := 0
+	for i, r := range page.Records {
+		d := deviceProto(r, s.local(r))
+		n := proto.Size(d)
+		if i > 0 && used+n > s.cfg.MaxPageBytes {
+			// The page is full by size: continue after the last device sent.
+			resp.NextPageToken = encodeToken(page.Records[i-1].DeviceID)
+			break
+		}
+		used += n
+		resp.Devices = append(resp.Devices, d)
 	}
 	return resp, nil
 }
@@ -275,7 +330,7 @@ func (s *Service) sendCommand(ctx context.Context, req *tetherv1.SendCommandRequ
 	}
 	r, err := s.store.Get(ctx, req.GetDeviceId())
 	if err != nil {
-		return nil, storeErr("send command to "+req.GetDeviceId(), err)
+		return nil, storeErr("device "+req.GetDeviceId(), err)
 	}
 	if r.Session == nil {
 		return nil, offlineErr(r)
@@ -341,7 +396,7 @@ func (s *Service) DisconnectDevice(ctx context.Context, req *tetherv1.Disconnect
 	}
 	r, err := s.store.Get(ctx, req.GetDeviceId())
 	if err != nil {
-		return nil, storeErr("disconnect "+req.GetDeviceId(), err)
+		return nil, storeErr("device "+req.GetDeviceId(), err)
 	}
 	if r.Session == nil {
 		return nil, offlineErr(r)

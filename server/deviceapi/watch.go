@@ -2,17 +2,34 @@ package deviceapi
 
 import (
 	"context"
+	"errors"
+	"strings"
+	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/server/feed"
 	"github.com/tetherhq/tether/server/registry"
 )
 
-// watchBatch is how many events one store read returns at most.
+// watchBatch is how many events one catch-up read from the store returns at
+// most.
 const watchBatch = 256
+
+// feedReadyTimeout bounds how long a new watch waits for the replica's event
+// feed to know its position (it cannot while the registry is unreachable).
+const feedReadyTimeout = 10 * time.Second
+
+// Defaults of the watch limits in Config.
+const (
+	DefaultMaxWatchers       = 20000
+	DefaultMaxWatchersPerKey = 5000
+	DefaultMaxSnapshotReads  = 4
+)
 
 // validEventID accepts the event id shapes the stores issue (digits and
 // dashes, e.g. Redis stream ids "1700000000000-3").
@@ -28,29 +45,125 @@ func validEventID(id string) bool {
 	return true
 }
 
+// watchSlots counts open watches per replica and per API key.
+type watchSlots struct {
+	maxTotal, maxPerKey int
+	total               int
+	perKey              map[string]int
+}
+
+// acquireWatch takes a watch slot for the caller, or refuses with
+// RESOURCE_EXHAUSTED (HTTP 429 through the gateway).
+func (s *Service) acquireWatch(ctx context.Context) (release func(), err error) {
+	key := ""
+	if s.cfg.KeyName != nil {
+		key = s.cfg.KeyName(ctx)
+	}
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	w := &s.watches
+	if w.total >= w.maxTotal {
+		s.wm.refused.WithLabelValues("replica").Inc()
+		return nil, status.Errorf(codes.ResourceExhausted, "this replica already serves %d watch streams (its limit, --max-watchers); retry later or use another replica", w.total)
+	}
+	if key != "" && w.perKey[key] >= w.maxPerKey {
+		s.wm.refused.WithLabelValues("api_key").Inc()
+		return nil, status.Errorf(codes.ResourceExhausted, "API key %q already holds %d watch streams on this replica (the limit per key, --max-watchers-per-key); close some first", key, w.perKey[key])
+	}
+	w.total++
+	if key != "" {
+		w.perKey[key]++
+	}
+	return func() {
+		s.watchMu.Lock()
+		defer s.watchMu.Unlock()
+		w.total--
+		if key != "" {
+			if w.perKey[key]--; w.perKey[key] <= 0 {
+				delete(w.perKey, key)
+			}
+		}
+	}, nil
+}
+
+// BearerKey returns the bearer token of an incoming call ("" if none), for
+// Config.KeyName.
+func BearerKey(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		v = strings.TrimSpace(v)
+		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+			return strings.TrimSpace(v[7:])
+		}
+	}
+	return ""
+}
+
+// storeRead runs one store read of a snapshot or a catch-up under the
+// replica's bound on such reads, so that many watches opening at once queue
+// here instead of filling the registry's read pool.
+func (s *Service) storeRead(ctx context.Context, read func() error) error {
+	select {
+	case s.snapshotSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.snapshotSem }()
+	return read()
+}
+
+// startFeed starts the replica's event feed on the first watch; it stops
+// with Close.
+func (s *Service) startFeed() {
+	s.feedOnce.Do(func() { go s.feed.Run(s.closing) })
+}
+
+// Feed is the replica's event feed (its counters are exported as metrics).
+func (s *Service) Feed() *feed.Feed { return s.feed }
+
 // WatchDevices implements DeviceService: the resume point is fixed first, then
 // the optional snapshot is sent, then every event after the resume point, so
-// that no event between the snapshot and the live stream is lost.
+// that no event between the snapshot and the live stream is lost. Live events
+// come from the replica's one event feed (server/feed), not from a store read
+// per watch.
 func (s *Service) WatchDevices(req *tetherv1.WatchDevicesRequest, stream tetherv1.DeviceService_WatchDevicesServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	stopAfter := context.AfterFunc(s.closing, cancel)
 	defer stopAfter()
-	s.metrics.WatcherDelta(1)
-	defer s.metrics.WatcherDelta(-1)
 
 	after := req.GetAfterEventId()
 	if after != "" && !validEventID(after) {
 		return status.Errorf(codes.InvalidArgument, "after_event_id: %q is not an event id this API issued", after)
 	}
+	release, err := s.acquireWatch(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	s.metrics.WatcherDelta(1)
+	defer s.metrics.WatcherDelta(-1)
+	s.startFeed()
+
+	closed := func(err error) error {
+		if s.closing.Err() != nil {
+			return status.Error(codes.Unavailable, "server is shutting down; reconnect and resume with after_event_id")
+		}
+		if ctx.Err() != nil {
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		return err
+	}
 	if after == "" {
-		id, err := s.store.LastEventID(ctx)
+		rctx, rcancel := context.WithTimeout(ctx, feedReadyTimeout)
+		pos, err := s.feed.Position(rctx)
+		rcancel()
 		if err != nil {
-			return storeErr("watch devices", err)
+			return closed(status.Errorf(codes.Unavailable, "watch devices: the event feed has no position yet (the device registry is unreachable); retry later: %v", err))
 		}
 		// "" (no event yet) reads from the oldest retained event, which
 		// is the first one to arrive after this point.
-		after = id
+		after = pos
 	}
 	send := func(e *tetherv1.DeviceEvent) error {
 		return stream.Send(&tetherv1.WatchDevicesResponse{Event: e})
@@ -58,9 +171,13 @@ func (s *Service) WatchDevices(req *tetherv1.WatchDevicesRequest, stream tetherv
 	if req.GetIncludeSnapshot() {
 		next := ""
 		for {
-			page, err := s.store.List(ctx, registry.ListQuery{After: next, Limit: MaxPageSize})
+			var page registry.ListPage
+			err := s.storeRead(ctx, func() (err error) {
+				page, err = s.store.List(ctx, registry.ListQuery{After: next, Limit: MaxPageSize})
+				return err
+			})
 			if err != nil {
-				return storeErr("watch devices (snapshot)", err)
+				return closed(storeErr("watch devices (snapshot)", err))
 			}
 			for _, r := range page.Records {
 				e := &tetherv1.DeviceEvent{Type: tetherv1.EventType_EVENT_TYPE_SNAPSHOT, DeviceId: r.DeviceID, Device: deviceProto(r, s.local(r)), Time: timestamppb.Now()}
@@ -79,36 +196,76 @@ func (s *Service) WatchDevices(req *tetherv1.WatchDevicesRequest, stream tetherv
 		if err := send(&tetherv1.DeviceEvent{Type: tetherv1.EventType_EVENT_TYPE_SNAPSHOT_END, Time: timestamppb.Now()}); err != nil {
 			return err
 		}
-	}
-	// A first heartbeat right away, so that HTTP clients behind the gateway
-	// get their response headers without waiting for the first event.
-	if !req.GetIncludeSnapshot() {
+	} else {
+		// A first heartbeat right away, so that HTTP clients behind the
+		// gateway get their response headers without waiting for the
+		// first event.
 		if err := send(&tetherv1.DeviceEvent{Type: tetherv1.EventType_EVENT_TYPE_HEARTBEAT, Time: timestamppb.Now()}); err != nil {
 			return err
 		}
 	}
-	for {
-		events, err := s.store.ReadEvents(ctx, after, watchBatch, s.cfg.WatchHeartbeat)
-		if err != nil {
-			if s.closing.Err() != nil {
-				return status.Error(codes.Unavailable, "server is shutting down; reconnect and resume with after_event_id")
-			}
-			if ctx.Err() != nil {
-				return status.FromContextError(ctx.Err()).Err()
-			}
-			return storeErr("watch devices", err)
-		}
-		if len(events) == 0 {
-			if err := send(&tetherv1.DeviceEvent{Type: tetherv1.EventType_EVENT_TYPE_HEARTBEAT, Time: timestamppb.Now()}); err != nil {
+
+	// Join the feed at after; a resume point older than its history is
+	// caught up from the store first, one bounded read at a time.
+	var w *feed.Watcher
+	for w == nil {
+		w, err = s.feed.Subscribe(ctx, after)
+		switch {
+		case err == nil:
+		case errors.Is(err, feed.ErrNotRetained):
+			var events []registry.Event
+			err := s.storeRead(ctx, func() (err error) {
+				events, err = s.store.ReadEvents(ctx, after, watchBatch, 0)
 				return err
+			})
+			if err != nil {
+				return closed(storeErr("watch devices", err))
 			}
-			continue
+			if len(events) == 0 {
+				return closed(status.Errorf(codes.Unavailable, "watch devices: cannot join the event feed after %s; resume with after_event_id=%s", after, after))
+			}
+			for _, ev := range events {
+				if err := send(eventProto(ev)); err != nil {
+					return err
+				}
+				after = ev.ID
+			}
+		case errors.Is(err, feed.ErrClosed):
+			return closed(status.Error(codes.Unavailable, "server is shutting down; reconnect and resume with after_event_id"))
+		default:
+			return closed(storeErr("watch devices", err))
 		}
-		for _, ev := range events {
+	}
+	defer w.Close()
+
+	heartbeat := time.NewTimer(s.cfg.WatchHeartbeat)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case ev, ok := <-w.Events():
+			if !ok {
+				switch w.Reason() {
+				case feed.EndSlow:
+					s.wm.ended.WithLabelValues("slow").Inc()
+					return status.Errorf(codes.Unavailable, "watch devices: this watcher fell more than %d events behind; resume with after_event_id=%s", s.cfg.WatchBuffer, after)
+				case feed.EndResnapshot:
+					s.wm.ended.WithLabelValues("resnapshot").Inc()
+					return status.Errorf(codes.OutOfRange, "watch devices: %v; reopen the watch with include_snapshot=true", registry.ErrEventsExpired)
+				}
+				return closed(status.Error(codes.Unavailable, "server is shutting down; reconnect and resume with after_event_id"))
+			}
 			if err := send(eventProto(ev)); err != nil {
 				return err
 			}
 			after = ev.ID
+			heartbeat.Reset(s.cfg.WatchHeartbeat)
+		case <-heartbeat.C:
+			if err := send(&tetherv1.DeviceEvent{Type: tetherv1.EventType_EVENT_TYPE_HEARTBEAT, Time: timestamppb.Now()}); err != nil {
+				return err
+			}
+			heartbeat.Reset(s.cfg.WatchHeartbeat)
+		case <-ctx.Done():
+			return closed(status.FromContextError(ctx.Err()).Err())
 		}
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/internal/logging"
 )
 
 // Metrics holds the server's collectors. The zero value is not usable; build
@@ -22,6 +24,8 @@ type Metrics struct {
 	LateResults      prometheus.Counter
 	StoreErrors      *prometheus.CounterVec
 	Outcomes         *prometheus.CounterVec
+	Deferred         *prometheus.CounterVec
+	Shed             *prometheus.CounterVec
 	Orphans          prometheus.Counter
 	Reconciles       *prometheus.CounterVec
 	Remirrors        prometheus.Counter
@@ -73,6 +77,12 @@ func New(reg prometheus.Registerer) *Metrics {
 		Outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_registry_outcomes_total", Help: "Registry writes by operation and outcome class: applied, stale (a newer lease is current; the session ends), missing (the record was lost; written back) or unknown (timeout or error reply; kept and resolved).",
 		}, []string{"op", "outcome"}),
+		Deferred: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_ping_timeouts_deferred_total", Help: "Ping timeouts put off because the agent had shown signs of life the server had not processed yet (queued: a message waited for the session loop; read: bytes arrived after the Ping; kernel: unread bytes in the socket). Each is a session an overloaded replica would otherwise have wrongly ended.",
+		}, []string{"evidence"}),
+		Shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_hello_shed_total", Help: "Hellos refused before the registry claim because the replica was saturated (Close OVERLOADED with retry_after), by signal.",
+		}, []string{"signal"}),
 		Orphans: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tether_registry_orphans_ended_total", Help: "Registry records naming this replica for a session it does not hold, ended by reconciliation (reason ORPHANED).",
 		}),
@@ -94,40 +104,18 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Sessions, m.Connects, m.Disconnects, m.DetectionLatency, m.PingRTT, m.Takeovers,
-			m.StaleWrites, m.Commands, m.CommandLatency, m.LateResults, m.StoreErrors, m.Outcomes, m.Orphans, m.Reconciles, m.Remirrors, m.Watchers, m.HelloRejects, m.Flaps)
+			m.StaleWrites, m.Commands, m.CommandLatency, m.LateResults, m.StoreErrors, m.Outcomes, m.Deferred, m.Shed, m.Orphans, m.Reconciles, m.Remirrors, m.Watchers, m.HelloRejects, m.Flaps)
 	}
 	return m
 }
 
-// ModeLabel is the label value for a liveness mode.
-func ModeLabel(mode tetherv1.LivenessMode) string {
-	switch mode {
-	case tetherv1.LivenessMode_LIVENESS_MODE_APP_PONG:
-		return "app_pong"
-	case tetherv1.LivenessMode_LIVENESS_MODE_TRANSPORT_ONLY:
-		return "transport_only"
-	}
-	return "unspecified"
-}
+// ModeLabel is the label value for a liveness mode (logging.Mode: the
+// same word as in the logs).
+func ModeLabel(mode tetherv1.LivenessMode) string { return logging.Mode(mode) }
 
-// ReasonLabel is the label value for a disconnect reason.
-func ReasonLabel(r tetherv1.DisconnectReason) string {
-	name, ok := tetherv1.DisconnectReason_name[int32(r)]
-	if !ok {
-		return "unknown"
-	}
-	const prefix = "DISCONNECT_REASON_"
-	if len(name) > len(prefix) {
-		name = name[len(prefix):]
-	}
-	out := []byte(name)
-	for i, c := range out {
-		if c >= 'A' && c <= 'Z' {
-			out[i] = c + ('a' - 'A')
-		}
-	}
-	return string(out)
-}
+// ReasonLabel is the label value for a disconnect reason (logging.Reason:
+// the same word as in the logs).
+func ReasonLabel(r tetherv1.DisconnectReason) string { return logging.Reason(r) }
 
 // SessionStarted records an accepted session.
 func (m *Metrics) SessionStarted(mode tetherv1.LivenessMode) {
@@ -175,6 +163,20 @@ func (m *Metrics) StaleWrite(op string) {
 func (m *Metrics) Outcome(op, outcome string) {
 	if m != nil {
 		m.Outcomes.WithLabelValues(op, outcome).Inc()
+	}
+}
+
+// TimeoutDeferred records a ping timeout put off on a sign of life.
+func (m *Metrics) TimeoutDeferred(evidence string) {
+	if m != nil {
+		m.Deferred.WithLabelValues(evidence).Inc()
+	}
+}
+
+// HelloShed records a Hello shed by admission control.
+func (m *Metrics) HelloShed(signal string) {
+	if m != nil {
+		m.Shed.WithLabelValues(signal).Inc()
 	}
 }
 

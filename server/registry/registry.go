@@ -314,6 +314,8 @@ type ListQuery struct {
 	Presence Presence
 	// Labels must all match the device info's labels.
 	Labels map[string]string
+	// Selector must match too (ParseSelector; nil matches everything).
+	Selector Selector
 }
 
 // ListPage is one page of devices.

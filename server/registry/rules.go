@@ -43,7 +43,7 @@ func (q ListQuery) Matches(r Record) bool {
 			return false
 		}
 	}
-	return MatchLabels(r.Info, q.Labels)
+	return MatchLabels(r.Info, q.Labels) && q.Selector.Matches(r.Info.GetLabels())
 }
 
 // MatchLabels reports whether info carries every label in want with the same

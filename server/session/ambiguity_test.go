@@ -2,6 +2,7 @@ package session_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -188,6 +189,59 @@ func TestTouchErrorRepliesAndLostRecordsNeverEndLiveSessions(t *testing.T) {
 		rec := mustGet(t, base, "dev-1")
 		if rec.Session == nil || rec.Session.Lease != d.ack.LeaseId {
 			t.Fatalf("registry after the loss: %+v; want the live lease %d written back", rec.Session, d.ack.LeaseId)
+		}
+	})
+}
+
+// blockingStore holds every Claim until release is closed.
+type blockingStore struct {
+	registry.Store
+	release chan struct{}
+}
+
+func (b *blockingStore) Claim(ctx context.Context, req registry.ClaimRequest) (registry.Claimed, error) {
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+		return registry.Claimed{}, ctx.Err()
+	}
+	return b.Store.Claim(ctx, req)
+}
+
+// A saturated replica sheds new Hellos before the registry claim, with
+// Close(OVERLOADED) and a retry_after, and writes nothing for them.
+func TestHellosBeyondThePendingCapAreShedBeforeTheClaim(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bs := &blockingStore{Store: newStore(), release: make(chan struct{})}
+		cfg := testConfig("n1")
+		cfg.MaxPendingHellos = 1
+		r := startReplica(t, bs, cfg)
+		first := dial(t, r)
+		if err := first.stream.Send(hello("dev-1", "b1", true)); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait() // dev-1's claim is in flight
+		second := dial(t, r)
+		if err := second.stream.Send(hello("dev-2", "b1", true)); err != nil {
+			t.Fatal(err)
+		}
+		m, err := second.stream.Recv()
+		if err != nil {
+			t.Fatalf("shed Hello: %v; want a Close first", err)
+		}
+		c := m.GetClose()
+		if c.GetReason() != tetherv1.DisconnectReason_DISCONNECT_REASON_OVERLOADED || c.GetRetryAfter().AsDuration() <= 0 {
+			t.Fatalf("shed Hello got %v; want Close(OVERLOADED) with retry_after", m)
+		}
+		if _, err := second.stream.Recv(); status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("shed Hello's status: %v; want RESOURCE_EXHAUSTED", err)
+		}
+		if _, err := bs.Get(context.Background(), "dev-2"); !errors.Is(err, registry.ErrNotFound) {
+			t.Fatalf("the shed Hello wrote to the registry: %v", err)
+		}
+		close(bs.release)
+		if m, err := first.stream.Recv(); err != nil || m.GetHelloAck() == nil {
+			t.Fatalf("the admitted Hello: %v, %v; want HelloAck", m, err)
 		}
 	})
 }

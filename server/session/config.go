@@ -77,6 +77,24 @@ type Config struct {
 	// round trip). Default 500ms.
 	RevocationPoll time.Duration
 
+	// MaxPendingHellos caps the Hellos in flight (stream opened, session not
+	// yet installed); more are shed with Close(OVERLOADED) and
+	// RESOURCE_EXHAUSTED before the registry claim. Default 256; negative
+	// turns the cap off.
+	MaxPendingHellos int
+
+	// ShedSchedLatency, if positive, sheds new Hellos while the Go
+	// scheduler's 99th percentile latency (sampled every 500 ms) is above
+	// it: the replica is saturated and would read Pongs late. Off by
+	// default (0): on a host shared with other busy processes the scheduler
+	// latency also measures them; on a dedicated host 100–200 ms is a
+	// sensible value.
+	ShedSchedLatency time.Duration
+
+	// ShedRetryAfter is the retry_after a shed Hello is told, jittered to
+	// [0.5, 1.5) of it. Default 5s.
+	ShedRetryAfter time.Duration
+
 	// Logger receives one line per session lifecycle event.
 	Logger *slog.Logger
 }
@@ -98,6 +116,10 @@ func (c Config) WithDefaults() Config {
 	def(&c.RevocationPoll, 500*time.Millisecond)
 	def(&c.StoreTimeout, 5*time.Second)
 	def(&c.ReconcileInterval, 10*time.Second)
+	def(&c.ShedRetryAfter, 5*time.Second)
+	if c.MaxPendingHellos == 0 {
+		c.MaxPendingHellos = 256
+	}
 	if c.FlapLimit == 0 {
 		c.FlapLimit = 10
 	}
@@ -139,6 +161,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("session: store timeout %v is below 10ms", c.StoreTimeout)
 	case c.ReconcileInterval < 100*time.Millisecond:
 		return fmt.Errorf("session: reconcile interval %v is below 100ms", c.ReconcileInterval)
+	case c.ShedRetryAfter <= 0:
+		return fmt.Errorf("session: shed retry-after must be positive")
 	case c.RevocationPoll <= 0:
 		return fmt.Errorf("session: revocation poll interval must be positive")
 	case c.MaxInflightCommands < 1 || c.SendQueue < 1:

@@ -45,6 +45,7 @@ type Hub struct {
 	reconcileNow atomic.Bool // reconcile at the next renewal (the store changed server)
 
 	flaps        *flapGuard
+	admission    *admission
 	active       sync.WaitGroup // running Connect handlers
 	storeHealthy atomic.Bool
 }
@@ -75,7 +76,8 @@ func NewHub(cfg Config, store registry.Store, m *metrics.Metrics) (*Hub, error) 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Hub{cfg: cfg, store: store, metrics: m, log: cfg.Logger, sessions: make(map[string]*Session), claiming: make(map[string]int), flaps: newFlapGuard(cfg)}, nil
+	return &Hub{cfg: cfg, store: store, metrics: m, log: cfg.Logger, sessions: make(map[string]*Session), claiming: make(map[string]int), flaps: newFlapGuard(cfg),
+		admission: &admission{maxPending: cfg.MaxPendingHellos, schedLimit: cfg.ShedSchedLatency}}, nil
 }
 
 // Config returns the hub's effective configuration.
@@ -127,6 +129,13 @@ func (h *Hub) Connect(stream tetherv1.AgentService_ConnectServer) error {
 	if err == nil {
 		err = h.admit(ctx, stream, hello)
 	}
+	if err == nil {
+		signal := h.admission.enter(time.Now())
+		defer h.admission.leave()
+		if signal != "" {
+			err = h.shed(stream, signal)
+		}
+	}
 	if err != nil {
 		h.metrics.HelloRejected(status.Code(err).String())
 		h.log.Debug("hello refused", "err", err)
@@ -171,6 +180,9 @@ func (h *Hub) awaitHello(ctx context.Context, in <-chan inbound) (*tetherv1.Hell
 		if err := deviceid.Validate(hello.GetDeviceId()); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "Hello: %v", err)
 		}
+		if err := ValidateInfo(hello.GetInfo()); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "Hello: %v", err)
+		}
 		return hello, nil
 	case <-t.C:
 		return nil, status.Errorf(codes.DeadlineExceeded, "no Hello within %v of opening the stream", h.cfg.HelloTimeout)
@@ -199,6 +211,19 @@ func (h *Hub) admit(ctx context.Context, stream tetherv1.AgentService_ConnectSer
 		return status.Error(codes.ResourceExhausted, msg)
 	}
 	return nil
+}
+
+// shed refuses a Hello because the replica is saturated: Close(OVERLOADED)
+// with a jittered retry_after, then RESOURCE_EXHAUSTED. Nothing was
+// written to the registry.
+func (h *Hub) shed(stream tetherv1.AgentService_ConnectServer, signal string) error {
+	h.metrics.HelloShed(signal)
+	wait := retryAfter(h.cfg.ShedRetryAfter)
+	msg := fmt.Sprintf("server overloaded (%s); retry in %v or on another replica", signal, wait.Round(100*time.Millisecond))
+	_ = stream.Send(&tetherv1.ConnectResponse{Msg: &tetherv1.ConnectResponse_Close{Close: &tetherv1.Close{
+		Reason: tetherv1.DisconnectReason_DISCONNECT_REASON_OVERLOADED, Message: msg, RetryAfter: durationpb.New(wait),
+	}}})
+	return status.Error(codes.ResourceExhausted, msg)
 }
 
 // open claims a lease for the Hello's device and installs the session,

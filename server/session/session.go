@@ -226,8 +226,9 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 	var pingTimer, pongTimer *time.Timer
 	var pingC, pongC <-chan time.Time
 	var seq uint64
-	var awaiting bool    // a Ping is unanswered
-	var pingAt time.Time // when it was sent
+	var awaiting bool          // a Ping is unanswered
+	var pingAt time.Time       // when it was sent
+	var deferred time.Duration // how long its timeout was put off on signs of life (at most PingTimeout)
 	if appPong {
 		// The first Ping comes at a random point of the first interval so
 		// that a reconnect storm does not ping in lockstep ever after.
@@ -239,6 +240,14 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 		defer pongTimer.Stop()
 		pongC = pongTimer.C
 	}
+	// InfoUpdates beyond the session's rate wait in pendingInfo for
+	// infoTimer; a newer one replaces it.
+	infoRate := newInfoLimiter(time.Now())
+	var pendingInfo *tetherv1.DeviceInfo
+	infoTimer := time.NewTimer(time.Hour)
+	infoTimer.Stop()
+	defer infoTimer.Stop()
+
 	end := s.ending
 	// closeWith tells the agent why the session ends. A Send blocks only
 	// while the transport's flow-control window is full, which a live agent
@@ -258,7 +267,7 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 			now := time.Now()
 			s.lastSeen.Store(now.UnixNano())
 			if awaiting {
-				awaiting = false
+				awaiting, deferred = false, 0
 				pongTimer.Stop()
 			}
 			switch m := item.msg.Msg.(type) {
@@ -275,7 +284,23 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 					s.hub.log.Debug("late command result dropped", "device", s.DeviceID, "lease", s.Lease, "command", m.CommandResult.GetCommandId())
 				}
 			case *tetherv1.ConnectRequest_InfoUpdate:
-				s.hub.updateInfo(ctx, s, m.InfoUpdate.GetInfo())
+				info := m.InfoUpdate.GetInfo()
+				if err := ValidateInfo(info); err != nil {
+					return closeWith(tetherv1.DisconnectReason_DISCONNECT_REASON_PROTOCOL_ERROR, "InfoUpdate refused: "+err.Error())
+				}
+				if info == nil {
+					break
+				}
+				if pendingInfo != nil {
+					pendingInfo = info // the timer is armed; the newest wins
+					break
+				}
+				if ok, wait := infoRate.take(now); ok {
+					s.hub.updateInfo(ctx, s, info)
+				} else {
+					pendingInfo = info
+					infoTimer.Reset(wait)
+				}
 			case *tetherv1.ConnectRequest_Hello:
 				return closeWith(tetherv1.DisconnectReason_DISCONNECT_REASON_PROTOCOL_ERROR, "second Hello on one stream")
 			default:
@@ -295,9 +320,25 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 			pingTimer.Reset(s.hub.nextPing())
 		case <-pongC:
 			if awaiting {
+				if ev := s.signOfLife(pingAt, len(in)); ev != "" && deferred < cfg.PingTimeout {
+					// The agent answered (or sent something) and this
+					// server has not got to it yet: an overloaded replica
+					// must not blame the device for its own lateness.
+					step := max(cfg.PingTimeout/4, 50*time.Millisecond)
+					deferred += step
+					pongTimer.Reset(step)
+					s.hub.metrics.TimeoutDeferred(ev)
+					continue
+				}
 				s.hub.metrics.Detected(time.Since(s.LastSeen()))
 				return closeWith(tetherv1.DisconnectReason_DISCONNECT_REASON_PING_TIMEOUT,
 					fmt.Sprintf("no message within %v of the Ping sent at %s", cfg.PingTimeout, pingAt.UTC().Format(time.RFC3339Nano)))
+			}
+		case <-infoTimer.C:
+			if pendingInfo != nil {
+				infoRate.take(time.Now())
+				s.hub.updateInfo(ctx, s, pendingInfo)
+				pendingInfo = nil
 			}
 		case r := <-s.endReq:
 			return closeWith(r.reason, r.message)
@@ -309,6 +350,25 @@ func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectS
 			return s.transportEnd(ctx.Err())
 		}
 	}
+}
+
+// signOfLife reports why the agent cannot be called silent since pingAt,
+// or "" when it can: a message is already queued for the handler
+// ("queued"), bytes arrived on the connection after the Ping ("read"), or
+// the kernel holds bytes nobody has read yet ("kernel"). Only when none of
+// these holds does a ping timeout end the session.
+func (s *Session) signOfLife(pingAt time.Time, queued int) string {
+	switch {
+	case queued > 0:
+		return "queued"
+	case s.conn == nil:
+		return ""
+	case s.conn.LastRead().After(pingAt):
+		return "read"
+	case s.conn.Unread() > 0:
+		return "kernel"
+	}
+	return ""
 }
 
 // ending is the record of this session ending now for reason.

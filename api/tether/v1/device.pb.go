@@ -109,6 +109,10 @@ const (
 	// reply was lost, a release lost in a failover): the replica's
 	// reconciliation ended the orphaned record.
 	DisconnectReason_DISCONNECT_REASON_ORPHANED DisconnectReason = 13
+	// The replica is saturated and shed this Hello before admitting it (sent
+	// in the Close that refuses the Hello, with retry_after): retry after it,
+	// with jitter, or on another replica.
+	DisconnectReason_DISCONNECT_REASON_OVERLOADED DisconnectReason = 14
 )
 
 // Enum value maps for DisconnectReason.
@@ -128,6 +132,7 @@ var (
 		11: "DISCONNECT_REASON_FLAPPING",
 		12: "DISCONNECT_REASON_SERVER_ERROR",
 		13: "DISCONNECT_REASON_ORPHANED",
+		14: "DISCONNECT_REASON_OVERLOADED",
 	}
 	DisconnectReason_value = map[string]int32{
 		"DISCONNECT_REASON_UNSPECIFIED":       0,
@@ -144,6 +149,7 @@ var (
 		"DISCONNECT_REASON_FLAPPING":          11,
 		"DISCONNECT_REASON_SERVER_ERROR":      12,
 		"DISCONNECT_REASON_ORPHANED":          13,
+		"DISCONNECT_REASON_OVERLOADED":        14,
 	}
 )
 
@@ -665,7 +671,7 @@ const file_tether_v1_device_proto_rawDesc = "" +
 	"\fLivenessMode\x12\x1d\n" +
 	"\x19LIVENESS_MODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16LIVENESS_MODE_APP_PONG\x10\x01\x12 \n" +
-	"\x1cLIVENESS_MODE_TRANSPORT_ONLY\x10\x02*\xf7\x03\n" +
+	"\x1cLIVENESS_MODE_TRANSPORT_ONLY\x10\x02*\x99\x04\n" +
 	"\x10DisconnectReason\x12!\n" +
 	"\x1dDISCONNECT_REASON_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fDISCONNECT_REASON_CLIENT_CLOSED\x10\x01\x12\"\n" +
@@ -681,7 +687,8 @@ const file_tether_v1_device_proto_rawDesc = "" +
 	"\x12\x1e\n" +
 	"\x1aDISCONNECT_REASON_FLAPPING\x10\v\x12\"\n" +
 	"\x1eDISCONNECT_REASON_SERVER_ERROR\x10\f\x12\x1e\n" +
-	"\x1aDISCONNECT_REASON_ORPHANED\x10\r*k\n" +
+	"\x1aDISCONNECT_REASON_ORPHANED\x10\r\x12 \n" +
+	"\x1cDISCONNECT_REASON_OVERLOADED\x10\x0e*k\n" +
 	"\rDeviceRestart\x12\x1e\n" +
 	"\x1aDEVICE_RESTART_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18DEVICE_RESTART_RESTARTED\x10\x01\x12\x1c\n" +

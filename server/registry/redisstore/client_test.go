@@ -23,7 +23,7 @@ func TestURLsMapToTheRightKindOfClient(t *testing.T) {
 		{"redis://s1:26379?addr=s2:26379&master_name=main", "sentinel", nil, false},
 	}
 	for _, tc := range cases {
-		c, err := newClient(tc.url)
+		c, err := newClient(tc.url, 0)
 		if err != nil {
 			t.Errorf("%s: %v", tc.url, err)
 			continue
@@ -62,7 +62,7 @@ func TestBadURLsAreRefusedWithoutLeakingThePassword(t *testing.T) {
 		"redis://:hunter2@h:6379?addr=h2:6379&no_such_option=1",
 		"redis://:hunter2@h:bad port",
 	} {
-		_, err := newClient(u)
+		_, err := newClient(u, 0)
 		if err == nil {
 			t.Errorf("%s: accepted", u)
 			continue
@@ -85,7 +85,7 @@ func TestDocumentedURLOptionsAreAccepted(t *testing.T) {
 		{"rediss://h1:6379?addr=h2:6379&skip_verify=true&context_timeout_enabled=false", false, true},
 		{"redis://h1:6379?cluster=true&context_timeout_enabled=false", false, false},
 	} {
-		c, err := newClient(tc.url)
+		c, err := newClient(tc.url, 0)
 		if err != nil {
 			t.Errorf("%s: %v", tc.url, err)
 			continue

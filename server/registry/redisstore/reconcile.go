@@ -189,7 +189,7 @@ func (s *Store) Epoch(ctx context.Context) (string, error) {
 // the end). Only one replica sweeps a given page: a short lock key (SET NX)
 // shared by the replicas skips the page when another replica holds it.
 func (s *Store) SweepIndex(ctx context.Context, cursor string, n int) (string, int, error) {
-	ok, err := s.rdb.SetNX(ctx, s.prefix+":sweep:"+cursor, "1", time.Minute).Result()
+	ok, err := s.c.read.SetNX(ctx, s.prefix+":sweep:"+cursor, "1", time.Minute).Result()
 	if err != nil {
 		return cursor, 0, unavailable("sweep index", err)
 	}
@@ -197,7 +197,7 @@ func (s *Store) SweepIndex(ctx context.Context, cursor string, n int) (string, i
 	if cursor != "" {
 		start = "(" + cursor
 	}
-	ids, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.indexKey(), Start: start, Stop: "+", ByLex: true, Count: int64(n)}).Result()
+	ids, err := s.c.read.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.indexKey(), Start: start, Stop: "+", ByLex: true, Count: int64(n)}).Result()
 	if err != nil {
 		return cursor, 0, unavailable("sweep index", err)
 	}

@@ -55,13 +55,17 @@ type Options struct {
 	DeviceRetention time.Duration
 	// Logger receives warnings (e.g. an event that could not be appended).
 	Logger *slog.Logger
+	// Pools sizes the separate connection pools of lease writes, API reads
+	// and blocking event reads (see PoolSizes).
+	Pools PoolSizes
 }
 
 // Store is the Redis registry.Store.
 type Store struct {
 	sent        *commandCounter
 	errs        *errorCounter
-	rdb         redis.UniversalClient
+	rdb         redis.UniversalClient // c.lease: every lease write
+	c           clients
 	prefix      string
 	eventMaxLen int64
 	retentionMS int64
@@ -94,33 +98,35 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		opts.Logger = slog.Default()
 	}
 	routeClientLogs(opts.Logger)
-	rdb, err := newClient(opts.URL)
+	c, err := newClients(opts.URL, opts.Pools)
 	if err != nil {
 		return nil, err
 	}
+	rdb := c.lease
 	s := &Store{
 		sent:        &commandCounter{},
 		errs:        &errorCounter{},
 		rdb:         rdb,
+		c:           c,
 		prefix:      opts.KeyPrefix,
 		eventMaxLen: opts.EventMaxLen,
 		retentionMS: opts.DeviceRetention.Milliseconds(),
 		log:         opts.Logger,
 	}
-	rdb.AddHook(s.sent)
+	c.addHook(s.sent)
 	if err := s.Ping(ctx); err != nil {
-		_ = rdb.Close()
+		_ = c.close()
 		return nil, fmt.Errorf("redisstore: %s: %w", redactURL(opts.URL), err)
 	}
 	if err := checkClusterMode(ctx, rdb); err != nil {
-		_ = rdb.Close()
+		_ = c.close()
 		return nil, fmt.Errorf("redisstore: %s: %w", redactURL(opts.URL), err)
 	}
 	// Load the scripts now, so the first pipelined batch does not meet
 	// NOSCRIPT (it would still recover; see runScripts).
 	for _, sc := range allScripts {
 		if err := sc.Load(ctx, rdb).Err(); err != nil {
-			_ = rdb.Close()
+			_ = c.close()
 			return nil, fmt.Errorf("redisstore: %s: %w", redactURL(opts.URL), unavailable("script load", err))
 		}
 	}
@@ -155,7 +161,7 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) Client() redis.UniversalClient { return s.rdb }
 
 // Close implements registry.Store.
-func (s *Store) Close() error { return s.rdb.Close() }
+func (s *Store) Close() error { return s.c.close() }
 
 // Keys. The per-device hash carries the hash tag {d:<id>}: every script
 // touches only that key, so scripts run on one Cluster slot.
@@ -355,7 +361,7 @@ func refusal(res []string) error {
 
 // Get implements registry.Store.
 func (s *Store) Get(ctx context.Context, deviceID string) (registry.Record, error) {
-	h, err := s.rdb.HGetAll(ctx, s.deviceKey(deviceID)).Result()
+	h, err := s.c.read.HGetAll(ctx, s.deviceKey(deviceID)).Result()
 	if err != nil {
 		return registry.Record{}, unavailable("get", err)
 	}
@@ -393,7 +399,7 @@ func (s *Store) List(ctx context.Context, q registry.ListQuery) (registry.ListPa
 			start = "(" + after
 		}
 		n := min(limit, budget-scanned)
-		batch, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.indexKey(), Start: start, Stop: "+", ByLex: true, Count: int64(n)}).Result()
+		batch, err := s.c.read.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.indexKey(), Start: start, Stop: "+", ByLex: true, Count: int64(n)}).Result()
 		if err != nil {
 			return registry.ListPage{}, unavailable("list", err)
 		}
@@ -436,7 +442,7 @@ func (s *Store) List(ctx context.Context, q registry.ListQuery) (registry.ListPa
 // read comes back as a zero Record; gone lists the ids whose hash no longer
 // exists (expired), as opposed to a key Redis refused to read as a hash.
 func (s *Store) fetch(ctx context.Context, ids []string, alive map[string]bool) (recs []registry.Record, gone []string, err error) {
-	pipe := s.rdb.Pipeline()
+	pipe := s.c.read.Pipeline()
 	cmds := make([]*redis.MapStringStringCmd, len(ids))
 	for i, id := range ids {
 		cmds[i] = pipe.HGetAll(ctx, s.deviceKey(id))
@@ -485,7 +491,7 @@ func (s *Store) nodesAlive(ctx context.Context, nodes []string) (map[string]bool
 	if len(nodes) == 0 {
 		return out, nil
 	}
-	pipe := s.rdb.Pipeline()
+	pipe := s.c.read.Pipeline()
 	cmds := make([]*redis.IntCmd, len(nodes))
 	for i, n := range nodes {
 		cmds[i] = pipe.Exists(ctx, s.nodeKey(n))
@@ -518,7 +524,7 @@ func (s *Store) dropFromIndex(ctx context.Context, ids []string) {
 	for i, id := range missing {
 		rm[i] = id
 	}
-	if err := s.rdb.ZRem(ctx, s.indexKey(), rm...).Err(); err != nil {
+	if err := s.c.read.ZRem(ctx, s.indexKey(), rm...).Err(); err != nil {
 		s.log.Debug("registry index cleanup failed", "err", err)
 		return
 	}
@@ -533,7 +539,7 @@ func (s *Store) dropFromIndex(ctx context.Context, ids []string) {
 		}
 	}
 	if len(back) > 0 {
-		if err := s.rdb.ZAdd(ctx, s.indexKey(), members(back)...).Err(); err != nil {
+		if err := s.c.read.ZAdd(ctx, s.indexKey(), members(back)...).Err(); err != nil {
 			s.log.Warn("registry: re-adding index entries failed", "devices", back, "err", err)
 		}
 	}
@@ -541,7 +547,7 @@ func (s *Store) dropFromIndex(ctx context.Context, ids []string) {
 
 // missing returns the ids among ids whose device hash does not exist.
 func (s *Store) missing(ctx context.Context, ids []string) ([]string, error) {
-	pipe := s.rdb.Pipeline()
+	pipe := s.c.read.Pipeline()
 	cmds := make([]*redis.IntCmd, len(ids))
 	for i, id := range ids {
 		cmds[i] = pipe.Exists(ctx, s.deviceKey(id))
@@ -619,7 +625,7 @@ func (s *Store) ReadEvents(ctx context.Context, after string, limit int, wait ti
 		if !ok {
 			return nil, fmt.Errorf("resume after event %q: not an event id: %w", after, registry.ErrEventsExpired)
 		}
-		pipe := s.rdb.Pipeline()
+		pipe := s.c.read.Pipeline()
 		firstCmd := pipe.XRangeN(ctx, s.eventsKey(), "-", "+", 1)
 		lastCmd := pipe.XRevRangeN(ctx, s.eventsKey(), "+", "-", 1)
 		if _, err := pipe.Exec(ctx); err != nil {
@@ -645,7 +651,7 @@ func (s *Store) ReadEvents(ctx context.Context, after string, limit int, wait ti
 		if left := time.Until(deadline); wait > 0 && left >= time.Millisecond {
 			block = min(left, maxBlock)
 		}
-		res, err := s.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{s.eventsKey(), from}, Count: int64(limit), Block: block}).Result()
+		res, err := s.c.block.XRead(ctx, &redis.XReadArgs{Streams: []string{s.eventsKey(), from}, Count: int64(limit), Block: block}).Result()
 		switch {
 		case errors.Is(err, redis.Nil):
 		case err != nil:
@@ -668,7 +674,7 @@ func (s *Store) ReadEvents(ctx context.Context, after string, limit int, wait ti
 
 // LastEventID implements registry.Store.
 func (s *Store) LastEventID(ctx context.Context) (string, error) {
-	last, err := s.rdb.XRevRangeN(ctx, s.eventsKey(), "+", "-", 1).Result()
+	last, err := s.c.read.XRevRangeN(ctx, s.eventsKey(), "+", "-", 1).Result()
 	if err != nil {
 		return "", unavailable("last event id", err)
 	}

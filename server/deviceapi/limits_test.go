@@ -1,0 +1,128 @@
+package deviceapi_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"testing/synctest"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+
+	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/server/deviceapi"
+	"github.com/tetherhq/tether/server/session"
+)
+
+func keyName(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get("x-key"); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// openWatch opens a watch as key and returns its first message's error.
+func openWatch(t *testing.T, f *fixture, ctx context.Context, key string) error {
+	t.Helper()
+	w, err := f.api.WatchDevices(metadata.AppendToOutgoingContext(ctx, "x-key", key), &tetherv1.WatchDevicesRequest{})
+	if err != nil {
+		return err
+	}
+	_, err = w.Recv()
+	return err
+}
+
+func TestWatchCapsPerKeyAndPerReplicaRefuseWithResourceExhausted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixtureAPI(t, session.Config{}, deviceapi.Config{MaxWatchers: 3, MaxWatchersPerKey: 2, KeyName: keyName})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		for _, k := range []string{"a", "a", "b"} {
+			if err := openWatch(t, f, ctx, k); err != nil {
+				t.Fatalf("watch for %s: %v", k, err)
+			}
+		}
+		if err := openWatch(t, f, ctx, "c"); code(err) != codes.ResourceExhausted {
+			t.Fatalf("4th watch on a replica capped at 3: %v, want RESOURCE_EXHAUSTED", err)
+		}
+		cancel()
+		synctest.Wait()
+		ctx2, cancel2 := context.WithCancel(t.Context())
+		defer cancel2()
+		for _, k := range []string{"a", "a"} {
+			if err := openWatch(t, f, ctx2, k); err != nil {
+				t.Fatalf("after the others closed, watch for %s: %v", k, err)
+			}
+		}
+		err := openWatch(t, f, ctx2, "a")
+		if code(err) != codes.ResourceExhausted {
+			t.Fatalf("3rd watch of key a (cap 2): %v, want RESOURCE_EXHAUSTED", err)
+		}
+		t.Log(err)
+	})
+}
+
+func TestListDevicesPagesAreBoundedByBytes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixtureAPI(t, session.Config{}, deviceapi.Config{MaxPageBytes: 400})
+		for i := range 6 {
+			f.runAgent(t, fmt.Sprintf("d%d", i), agentBehaviour{}, map[string]string{"site": "a-rather-long-label-value-to-fill-pages"})
+		}
+		seen := map[string]bool{}
+		tok, pages := "", 0
+		for {
+			resp, err := f.api.ListDevices(t.Context(), &tetherv1.ListDevicesRequest{PageSize: 100, PageToken: tok})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			if len(resp.GetDevices()) == 0 {
+				t.Fatal("empty page")
+			}
+			for _, d := range resp.GetDevices() {
+				if seen[d.GetDeviceId()] {
+					t.Fatalf("%s listed twice", d.GetDeviceId())
+				}
+				seen[d.GetDeviceId()] = true
+			}
+			if tok = resp.GetNextPageToken(); tok == "" {
+				break
+			}
+		}
+		if len(seen) != 6 || pages < 2 {
+			t.Fatalf("%d devices in %d pages; want 6 in several pages", len(seen), pages)
+		}
+	})
+}
+
+func TestManyWatchersShareTheEventFeed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, session.Config{})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		var ws []tetherv1.DeviceService_WatchDevicesClient
+		for range 200 {
+			w, err := f.api.WatchDevices(ctx, &tetherv1.WatchDevicesRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Recv(); err != nil { // the first heartbeat
+				t.Fatal(err)
+			}
+			ws = append(ws, w)
+		}
+		f.runAgent(t, "fan", agentBehaviour{}, nil)
+		for i, w := range ws {
+			for {
+				m, err := w.Recv()
+				if err != nil {
+					t.Fatalf("watcher %d: %v", i, err)
+				}
+				if e := m.GetEvent(); e.GetType() == tetherv1.EventType_EVENT_TYPE_ONLINE && e.GetDeviceId() == "fan" {
+					break
+				}
+			}
+		}
+	})
+}

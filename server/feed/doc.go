@@ -1,0 +1,18 @@
+// Package feed owns a replica's single reader of the registry's event
+// stream and its in-memory fan-out to every WatchDevices stream (the shape of
+// etcd's watchable store and of the Kubernetes API server's watch cache).
+//
+// One goroutine (Feed.Run) reads the store's events in batches and hands each
+// batch to every subscribed Watcher through a bounded per-watcher buffer. The
+// reader never blocks on a watcher: a watcher whose buffer is full is ended
+// (EndSlow) after the events it already holds, so its client resumes from the
+// last event it received. A bounded history of recent events lets a watcher
+// that resumes from a recent event id join without touching the store; an
+// older resume point gets ErrNotRetained and the caller catches up from the
+// store itself (deviceapi bounds those reads). When the feed itself loses its
+// place in the store (the events after its position were trimmed, or the
+// store lost its data) every watcher is ended with EndResnapshot.
+//
+// With N watchers a replica therefore keeps one blocking read on the store,
+// not N.
+package feed

@@ -1,0 +1,418 @@
+package feed
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetherhq/tether/server/registry"
+)
+
+// Source is the part of registry.Store the feed reads.
+type Source interface {
+	ReadEvents(ctx context.Context, after string, limit int, wait time.Duration) ([]registry.Event, error)
+	LastEventID(ctx context.Context) (string, error)
+}
+
+// Errors of Subscribe.
+var (
+	// ErrNotRetained: the resume point is older than the history the feed
+	// keeps in memory; read the events after it from the store, then
+	// subscribe again from the last one read.
+	ErrNotRetained = errors.New("feed: resume point older than the in-memory history")
+	// ErrClosed: the feed has stopped (the replica is shutting down).
+	ErrClosed = errors.New("feed: closed")
+)
+
+// EndReason says why the feed ended a Watcher.
+type EndReason int
+
+// End reasons.
+const (
+	// EndNone: the watcher has not been ended by the feed.
+	EndNone EndReason = iota
+	// EndSlow: the watcher's buffer was full when an event arrived. The
+	// events it holds are still delivered; its client resumes after the
+	// last one.
+	EndSlow
+	// EndResnapshot: the feed lost its place in the store's events (they
+	// were trimmed past it, or the store lost its data): the client must
+	// take a new snapshot.
+	EndResnapshot
+	// EndClosed: the feed stopped.
+	EndClosed
+)
+
+// Defaults for Config.
+const (
+	DefaultBuffer  = 1024
+	DefaultHistory = 10000
+	DefaultBatch   = 1000
+	DefaultWait    = 5 * time.Second
+)
+
+// Config configures a Feed. Zero values mean the defaults.
+type Config struct {
+	// Buffer is how many events one watcher may have queued before it is
+	// ended as slow. Default 1024.
+	Buffer int
+	// History is how many recent events are kept for watchers resuming
+	// from a recent event id. Default 10000.
+	History int
+	// Batch is the most events one store read returns. Default 1000.
+	Batch int
+	// Wait is how long one store read waits for an event. Default 5s.
+	Wait time.Duration
+	// RetryMin and RetryMax bound the back-off after a failed store read.
+	// Defaults 100ms and 5s.
+	RetryMin, RetryMax time.Duration
+	Logger             *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Buffer <= 0 {
+		c.Buffer = DefaultBuffer
+	}
+	if c.History <= 0 {
+		c.History = DefaultHistory
+	}
+	if c.Batch <= 0 {
+		c.Batch = DefaultBatch
+	}
+	if c.Wait <= 0 {
+		c.Wait = DefaultWait
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = 100 * time.Millisecond
+	}
+	if c.RetryMax < c.RetryMin {
+		c.RetryMax = max(5*time.Second, c.RetryMin)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Feed is one replica's reader of the event stream. Create it with New and
+// start Run; Subscribe may be called before Run has read anything (it waits
+// until the feed knows its position).
+type Feed struct {
+	cfg Config
+	src Source
+
+	ready     chan struct{} // closed once the start position is known
+	readyOnce sync.Once
+
+	mu       sync.Mutex
+	last     string           // id of the newest event read ("" = none yet)
+	history  []registry.Event // contiguous events ending at last, at most cfg.History
+	watchers map[*Watcher]struct{}
+	closed   bool
+
+	reads, events, slow, resnapshots atomic.Uint64
+	readErrors                       atomic.Uint64
+	healthy                          atomic.Bool
+}
+
+// New returns a feed over src; call Run to start reading.
+func New(src Source, cfg Config) *Feed {
+	return &Feed{cfg: cfg.withDefaults(), src: src, ready: make(chan struct{}), watchers: map[*Watcher]struct{}{}}
+}
+
+// Watcher is one subscription. Receive from Events until it is closed, then
+// Reason says why (EndNone after the watcher's own Close).
+type Watcher struct {
+	f      *Feed
+	ch     chan registry.Event
+	skip   string // events up to this id are not delivered (a resume point the feed had not reached)
+	ended  bool   // guarded by f.mu
+	reason atomic.Int32
+}
+
+// Events delivers the watcher's events in order; it is closed when the
+// watcher ends.
+func (w *Watcher) Events() <-chan registry.Event { return w.ch }
+
+// Reason is why the feed ended the watcher (valid once Events is closed).
+func (w *Watcher) Reason() EndReason { return EndReason(w.reason.Load()) }
+
+// Close unsubscribes the watcher; it is safe to call more than once.
+func (w *Watcher) Close() {
+	w.f.mu.Lock()
+	defer w.f.mu.Unlock()
+	w.f.endLocked(w, EndNone)
+}
+
+func (f *Feed) endLocked(w *Watcher, r EndReason) {
+	if w.ended {
+		return
+	}
+	w.ended = true
+	w.reason.Store(int32(r))
+	delete(f.watchers, w)
+	close(w.ch)
+}
+
+// Subscribe returns a watcher that receives every event after the event id
+// after; "" means from now. A resume point older than the in-memory history
+// gets ErrNotRetained; one the store no longer holds gets an error wrapping
+// registry.ErrEventsExpired.
+func (f *Feed) Subscribe(ctx context.Context, after string) (*Watcher, error) {
+	select {
+	case <-f.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	f.mu.Lock()
+	last := f.last
+	f.mu.Unlock()
+	if after != "" && after != last && CompareIDs(after, last) > 0 {
+		// The client saw an event this feed has not read yet (e.g. from
+		// another replica). Check with the store that the id is one it
+		// holds, then skip up to it.
+		if _, err := f.src.ReadEvents(ctx, after, 1, 0); err != nil {
+			return nil, err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil, ErrClosed
+	}
+	var replay []registry.Event
+	w := &Watcher{f: f}
+	switch {
+	case after == "" || after == f.last:
+	case CompareIDs(after, f.last) > 0:
+		w.skip = after
+	case len(f.history) > 0 && CompareIDs(after, f.history[0].ID) >= 0:
+		i := len(f.history)
+		for i > 0 && CompareIDs(f.history[i-1].ID, after) > 0 {
+			i--
+		}
+		replay = f.history[i:]
+	default:
+		return nil, ErrNotRetained
+	}
+	w.ch = make(chan registry.Event, f.cfg.Buffer+len(replay))
+	for _, e := range replay {
+		w.ch <- e
+	}
+	f.watchers[w] = struct{}{}
+	return w, nil
+}
+
+// Run reads the store's events until ctx ends, then ends every watcher
+// (EndClosed) and refuses new ones.
+func (f *Feed) Run(ctx context.Context) {
+	defer f.shutdown()
+	backoff := f.cfg.RetryMin
+	retry := func() bool {
+		f.healthy.Store(false)
+		t := time.NewTimer(backoff)
+		defer t.Stop()
+		backoff = min(2*backoff, f.cfg.RetryMax)
+		select {
+		case <-t.C:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for !f.start(ctx) {
+		if !retry() {
+			return
+		}
+	}
+	for ctx.Err() == nil {
+		f.mu.Lock()
+		pos := f.last
+		f.mu.Unlock()
+		evs, err := f.src.ReadEvents(ctx, pos, f.cfg.Batch, f.cfg.Wait)
+		f.reads.Add(1)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, registry.ErrEventsExpired):
+			f.cfg.Logger.Warn("event feed lost its place in the registry's events; every watcher must re-snapshot", "after", pos, "err", err)
+			f.resnapshots.Add(1)
+			f.reset()
+			for !f.start(ctx) {
+				if !retry() {
+					return
+				}
+			}
+			continue
+		case err != nil:
+			f.readErrors.Add(1)
+			f.cfg.Logger.Warn("event feed: reading the registry's events failed; retrying", "err", err, "retry_in", backoff)
+			if !retry() {
+				return
+			}
+			continue
+		}
+		f.healthy.Store(true)
+		backoff = f.cfg.RetryMin
+		if len(evs) > 0 {
+			f.publish(evs)
+		}
+	}
+}
+
+// start fixes the position at the store's newest event.
+func (f *Feed) start(ctx context.Context) bool {
+	id, err := f.src.LastEventID(ctx)
+	if err != nil {
+		f.readErrors.Add(1)
+		f.cfg.Logger.Warn("event feed: cannot read the registry's last event id; retrying", "err", err)
+		return false
+	}
+	f.mu.Lock()
+	f.last = id
+	f.mu.Unlock()
+	f.healthy.Store(true)
+	f.readyOnce.Do(func() { close(f.ready) })
+	return true
+}
+
+// reset ends every watcher with EndResnapshot and forgets the history.
+func (f *Feed) reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for w := range f.watchers {
+		f.endLocked(w, EndResnapshot)
+	}
+	f.history = nil
+}
+
+func (f *Feed) shutdown() {
+	f.readyOnce.Do(func() { close(f.ready) })
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	for w := range f.watchers {
+		f.endLocked(w, EndClosed)
+	}
+}
+
+// publish appends evs to the history and offers them to every watcher
+// without blocking: a watcher without room is ended as slow.
+func (f *Feed) publish(evs []registry.Event) {
+	f.events.Add(uint64(len(evs)))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.last = evs[len(evs)-1].ID
+	f.history = append(f.history, evs...)
+	if over := len(f.history) - f.cfg.History; over > 0 {
+		// Copy down rather than reslice so the backing array does not grow
+		// without bound.
+		n := copy(f.history, f.history[over:])
+		clear(f.history[n:])
+		f.history = f.history[:n]
+	}
+	for w := range f.watchers {
+		for _, e := range evs {
+			if w.skip != "" {
+				if CompareIDs(e.ID, w.skip) <= 0 {
+					continue
+				}
+				w.skip = ""
+			}
+			select {
+			case w.ch <- e:
+			default:
+				f.slow.Add(1)
+				f.endLocked(w, EndSlow)
+			}
+			if w.ended {
+				break
+			}
+		}
+	}
+}
+
+// Stats are the feed's counters since it started.
+type Stats struct {
+	Watchers    int
+	Reads       uint64 // store reads
+	Events      uint64 // events read from the store
+	Slow        uint64 // watchers ended because their buffer was full
+	Resnapshots uint64 // times the feed lost its place and ended every watcher
+	ReadErrors  uint64
+	Healthy     bool // the last store read succeeded
+}
+
+// Stats returns the feed's counters.
+func (f *Feed) Stats() Stats {
+	f.mu.Lock()
+	n := len(f.watchers)
+	f.mu.Unlock()
+	return Stats{Watchers: n, Reads: f.reads.Load(), Events: f.events.Load(), Slow: f.slow.Load(),
+		Resnapshots: f.resnapshots.Load(), ReadErrors: f.readErrors.Load(), Healthy: f.healthy.Load()}
+}
+
+// CompareIDs orders event ids of the shape both stores issue ("<a>-<b>",
+// numeric parts): -1, 0 or +1. "" is before every id. Ids of another shape
+// compare as strings.
+func CompareIDs(a, b string) int {
+	if a == b {
+		return 0
+	}
+	if a == "" {
+		return -1
+	}
+	if b == "" {
+		return 1
+	}
+	a1, a2, okA := parseID(a)
+	b1, b2, okB := parseID(b)
+	if !okA || !okB {
+		return strings.Compare(a, b)
+	}
+	switch {
+	case a1 < b1:
+		return -1
+	case a1 > b1:
+		return 1
+	case a2 < b2:
+		return -1
+	case a2 > b2:
+		return 1
+	}
+	return 0
+}
+
+func parseID(id string) (uint64, uint64, bool) {
+	x, y, found := strings.Cut(id, "-")
+	a, err := strconv.ParseUint(x, 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	if !found {
+		return a, 0, true
+	}
+	b, err := strconv.ParseUint(y, 10, 64)
+	return a, b, err == nil
+}
+
+// Position returns the id of the newest event the feed has read ("" = the
+// store had none), waiting until the feed knows it.
+func (f *Feed) Position(ctx context.Context) (string, error) {
+	select {
+	case <-f.ready:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return "", ErrClosed
+	}
+	return f.last, nil
+}

@@ -1,0 +1,205 @@
+package feed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/server/registry"
+	"github.com/tetherhq/tether/server/registry/memstore"
+)
+
+// claim writes one ONLINE event for id.
+func claim(t *testing.T, st *memstore.Store, id string) {
+	t.Helper()
+	if _, err := st.Claim(context.Background(), registry.ClaimRequest{DeviceID: id, Node: "n1", Mode: tetherv1.LivenessMode_LIVENESS_MODE_APP_PONG, Now: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func recv(t *testing.T, w *Watcher) registry.Event {
+	t.Helper()
+	select {
+	case e, ok := <-w.Events():
+		if !ok {
+			t.Fatalf("watcher ended (reason %d)", w.Reason())
+		}
+		return e
+	case <-time.After(time.Minute):
+		t.Fatal("no event within a minute")
+	}
+	return registry.Event{}
+}
+
+func TestEveryWatcherGetsEveryEventFromOneReader(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New(memstore.Options{})
+		defer st.Close()
+		f := New(st, Config{})
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { f.Run(ctx); close(done) }()
+		var ws []*Watcher
+		for range 500 {
+			w, err := f.Subscribe(ctx, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ws = append(ws, w)
+		}
+		for i := range 20 {
+			claim(t, st, fmt.Sprintf("dev-%02d", i))
+		}
+		for _, w := range ws {
+			for i := range 20 {
+				if e := recv(t, w); e.DeviceID != fmt.Sprintf("dev-%02d", i) {
+					t.Fatalf("event %d for %s, want dev-%02d", i, e.DeviceID, i)
+				}
+			}
+		}
+		synctest.Wait()
+		if s := f.Stats(); s.Watchers != 500 || s.Events != 20 {
+			t.Fatalf("stats %+v", s)
+		}
+		cancel()
+		<-done
+		for _, w := range ws {
+			if _, ok := <-w.Events(); ok || w.Reason() != EndClosed {
+				t.Fatalf("after Run ended: reason %d", w.Reason())
+			}
+		}
+		if _, err := f.Subscribe(t.Context(), ""); !errors.Is(err, ErrClosed) {
+			t.Fatalf("subscribe after close: %v", err)
+		}
+	})
+}
+
+func TestSlowWatcherIsEndedWithoutBlockingOthers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New(memstore.Options{})
+		defer st.Close()
+		f := New(st, Config{Buffer: 4})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go f.Run(ctx)
+		slow, _ := f.Subscribe(ctx, "")
+		fast, _ := f.Subscribe(ctx, "")
+		var last string
+		for i := range 10 {
+			claim(t, st, fmt.Sprintf("dev-%02d", i))
+			last = recv(t, fast).ID // the fast one keeps up
+		}
+		// The slow one never read: it holds its 4 buffered events, then
+		// its channel is closed with EndSlow.
+		var got []registry.Event
+		for e := range slow.Events() {
+			got = append(got, e)
+		}
+		if len(got) != 4 || slow.Reason() != EndSlow {
+			t.Fatalf("slow watcher: %d events, reason %d; want 4, EndSlow", len(got), slow.Reason())
+		}
+		// It resumes after its last event from the history, missing nothing.
+		again, err := f.Subscribe(ctx, got[3].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 4; i < 10; i++ {
+			if e := recv(t, again); e.DeviceID != fmt.Sprintf("dev-%02d", i) {
+				t.Fatalf("resumed: got %s, want dev-%02d", e.DeviceID, i)
+			}
+		}
+		if fast.Reason() != EndNone || last == "" {
+			t.Fatalf("fast watcher reason %d", fast.Reason())
+		}
+	})
+}
+
+func TestOldResumePointIsNotRetainedAndExpiredIsReported(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New(memstore.Options{EventRetention: 100})
+		defer st.Close()
+		f := New(st, Config{History: 5})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go f.Run(ctx)
+		w, _ := f.Subscribe(ctx, "")
+		var ids []string
+		for i := range 10 {
+			claim(t, st, fmt.Sprintf("dev-%02d", i))
+			ids = append(ids, recv(t, w).ID)
+		}
+		synctest.Wait()
+		if _, err := f.Subscribe(ctx, ids[2]); !errors.Is(err, ErrNotRetained) {
+			t.Fatalf("resume before the history: %v, want ErrNotRetained", err)
+		}
+		w2, err := f.Subscribe(ctx, ids[6])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 7; i < 10; i++ {
+			if e := recv(t, w2); e.ID != ids[i] {
+				t.Fatalf("replay: %s, want %s", e.ID, ids[i])
+			}
+		}
+		// An id of another store instance (e.g. before a restart) is ahead
+		// or behind; the store says it is not retained.
+		if _, err := f.Subscribe(ctx, "9999999999999999999-1"); !errors.Is(err, registry.ErrEventsExpired) {
+			t.Fatalf("foreign id: %v, want ErrEventsExpired", err)
+		}
+	})
+}
+
+// trimmingSource fails one read with ErrEventsExpired, as Redis does when
+// the stream was trimmed past the feed's position.
+type trimmingSource struct {
+	Source
+	fail chan struct{}
+}
+
+func (s *trimmingSource) ReadEvents(ctx context.Context, after string, limit int, wait time.Duration) ([]registry.Event, error) {
+	select {
+	case <-s.fail:
+		return nil, fmt.Errorf("trimmed: %w", registry.ErrEventsExpired)
+	default:
+	}
+	return s.Source.ReadEvents(ctx, after, limit, wait)
+}
+
+func TestLostPlaceEndsEveryWatcherForResnapshot(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New(memstore.Options{})
+		defer st.Close()
+		src := &trimmingSource{Source: st, fail: make(chan struct{})}
+		f := New(src, Config{Wait: time.Second})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go f.Run(ctx)
+		w, _ := f.Subscribe(ctx, "")
+		close(src.fail)
+		for range w.Events() {
+		}
+		if w.Reason() != EndResnapshot {
+			t.Fatalf("reason %d, want EndResnapshot", w.Reason())
+		}
+		if f.Stats().Resnapshots == 0 {
+			t.Fatal("no resnapshot counted")
+		}
+	})
+}
+
+func TestCompareIDs(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want int
+	}{
+		{"1-2", "1-10", -1}, {"2-0", "1-99", 1}, {"5-5", "5-5", 0}, {"", "0-0", -1}, {"3", "3-1", -1},
+	} {
+		if got := CompareIDs(c.a, c.b); got != c.want {
+			t.Errorf("CompareIDs(%q, %q) = %d, want %d", c.a, c.b, got, c.want)
+		}
+	}
+}
