@@ -25,6 +25,8 @@ type Server struct {
 	bin  string
 	dir  string
 	port int
+	args []string // extra redis-server arguments (Options.Args)
+	more []string // arguments of the last RestartWith
 
 	mu      sync.Mutex // guards the following
 	cmd     *exec.Cmd
@@ -33,29 +35,67 @@ type Server struct {
 	clients []*redis.Client
 }
 
+// Options configures a server started by StartWith.
+type Options struct {
+	// Args are extra redis-server arguments ("--maxmemory", "10mb", ...).
+	Args []string
+	// ArgsIn returns more arguments given the server's own directory.
+	ArgsIn func(dir string) []string
+	// Port is the port to listen on; 0 picks a free one.
+	Port int
+}
+
 // Start starts a redis-server for tb and stops it when tb ends. It fails tb
 // when redis-server is not installed.
 func Start(tb testing.TB) *Server {
+	tb.Helper()
+	return StartWith(tb, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(tb testing.TB, opts Options) *Server {
 	tb.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		tb.Fatalf("testredis: redis-server is not in PATH (%v); `make test` installs it (make deps: apt-get install redis-server)", err)
 	}
 	s := &Server{tb: tb, bin: bin, dir: tb.TempDir()}
+	s.args = append(s.args, opts.Args...)
+	if opts.ArgsIn != nil {
+		s.args = append(s.args, opts.ArgsIn(s.dir)...)
+	}
 	tb.Cleanup(s.cleanup)
 	var lastErr error
 	for range 5 { // a free port may be taken between probing and binding
-		port, err := freePort()
-		if err != nil {
-			tb.Fatalf("testredis: %v", err)
+		port := opts.Port
+		if port == 0 {
+			if port, err = freePort(); err != nil {
+				tb.Fatalf("testredis: %v", err)
+			}
 		}
 		s.port = port
 		if lastErr = s.start(); lastErr == nil {
 			return s
 		}
+		if opts.Port != 0 {
+			break
+		}
 	}
 	tb.Fatalf("testredis: %v", lastErr)
 	return nil
+}
+
+// Port is the server's TCP port.
+func (s *Server) Port() int { return s.port }
+
+// Dir is the server's working directory (kept across restarts).
+func (s *Server) Dir() string { return s.dir }
+
+// Running reports whether the server process is up.
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
 }
 
 // Addr returns the server's host:port.
@@ -99,6 +139,18 @@ func (s *Server) Restart() {
 	}
 }
 
+// RestartWith is Restart with more redis-server arguments, which replace
+// those of an earlier RestartWith and stay for later restarts: for example
+// a server that comes back empty and already refusing writes
+// ("--maxmemory", "1").
+func (s *Server) RestartWith(args ...string) {
+	s.tb.Helper()
+	s.mu.Lock()
+	s.more = args
+	s.mu.Unlock()
+	s.Restart()
+}
+
 // Freeze suspends the server (SIGSTOP): connections stay open but nothing
 // is answered, like a hung or partitioned Redis.
 func (s *Server) Freeze() { s.signal(syscall.SIGSTOP, true) }
@@ -121,7 +173,7 @@ func (s *Server) signal(sig syscall.Signal, frozen bool) {
 
 func (s *Server) start() error {
 	logFile := filepath.Join(s.dir, "redis.log")
-	cmd := exec.Command(s.bin,
+	args := []string{
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -129,7 +181,9 @@ func (s *Server) start() error {
 		"--dir", s.dir,
 		"--logfile", logFile,
 		"--daemonize", "no",
-	)
+	}
+	args = append(append(args, s.args...), s.more...)
+	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", s.bin, err)
