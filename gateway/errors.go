@@ -93,7 +93,10 @@ func handleError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w 
 var (
 	parsingField = regexp.MustCompile(`^parsing field "([^"]+)": (.*)$`)
 	strconvError = regexp.MustCompile(`^strconv\.Parse(Int|Uint|Float|Bool): parsing "(.*)": (invalid syntax|value out of range)$`)
-	protoPos     = regexp.MustCompile(`^proto: \(line (\d+):(\d+)\): `)
+	// protojson writes "proto:" and then a space or, in some binaries, a
+	// non-breaking space (protobuf-go varies it on purpose, so that nobody
+	// relies on its error text): accept both.
+	protoPos = regexp.MustCompile(`^proto:[ \x{00a0}]\(line (\d+):(\d+)\):[ \x{00a0}]`)
 )
 
 // shortMessage rewrites the messages grpc-gateway and protojson produce for
