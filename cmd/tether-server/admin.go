@@ -122,6 +122,9 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 		if len(pos) != 1 {
 			return errors.New("token issue: want exactly one device id")
 		}
+		if err := envflag.Positive(fs, "ttl"); err != nil {
+			return fmt.Errorf("token issue: %w", err)
+		}
 		if *secretFile == "" {
 			return errors.New("token issue: --token-secret-file is required")
 		}
