@@ -262,3 +262,40 @@ func TestPendingHellosDoNotCountLiveSessions(t *testing.T) {
 		}
 	})
 }
+
+// An agent that gives up while its claim is slow never gets a session: the
+// late claim is released, and nothing counts as a session that ended.
+func TestAClaimThatCompletesAfterTheAgentLeftIsReleased(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bs := &lateStore{Store: newStore(), release: make(chan struct{})}
+		r := startReplica(t, bs, testConfig("n1"))
+		d := dial(t, r)
+		if err := d.stream.Send(hello("dev-1", "b1", true)); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait() // the claim is in flight
+		d.cancel()      // the agent gives up
+		synctest.Wait()
+		close(bs.release)
+		synctest.Wait()
+		if n := r.hub.Len(); n != 0 {
+			t.Fatalf("%d sessions held; want none", n)
+		}
+		rec := mustGet(t, bs, "dev-1")
+		if rec.Online() || rec.LastDisconnect == nil || rec.LastDisconnect.Reason != tetherv1.DisconnectReason_DISCONNECT_REASON_CLIENT_CLOSED {
+			t.Fatalf("registry after the late claim: %+v / %+v; want offline, released", rec.Session, rec.LastDisconnect)
+		}
+	})
+}
+
+// lateStore applies every Claim once release is closed, whatever the
+// caller's context says by then (a slow Redis finishing a script).
+type lateStore struct {
+	registry.Store
+	release chan struct{}
+}
+
+func (l *lateStore) Claim(_ context.Context, req registry.ClaimRequest) (registry.Claimed, error) {
+	<-l.release
+	return l.Store.Claim(context.Background(), req)
+}

@@ -272,6 +272,14 @@ func (h *Hub) open(ctx context.Context, hello *tetherv1.Hello) (*Session, error)
 	if err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		// The agent gave up while the claim was slow (a frozen or slow
+		// Redis): its session never began, so it is not started and
+		// ended; the claim is released, fenced by its lease.
+		h.release(id, registry.Disconnect{Lease: claimed.Lease, Node: h.cfg.Node, Reason: tetherv1.DisconnectReason_DISCONNECT_REASON_CLIENT_CLOSED,
+			Time: time.Now(), Message: "the agent left before its session began (the registry answered late)"})
+		return nil, status.FromContextError(err).Err()
+	}
 	if claimed.Replaced != nil && h.flaps.takeover(id, now) {
 		h.metrics.Flapping()
 		h.log.Warn("device flapping: taken over too often; refusing its Hellos for a while", "device", id,
