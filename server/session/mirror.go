@@ -235,16 +235,23 @@ func (h *Hub) touchAll(ctx context.Context) {
 		h.retryTouch.Store(true)
 	}
 	if len(res.Missing) > 0 {
-		h.metrics.Outcome("touch", "missing")
 		want := make(map[string]uint64, len(res.Missing))
 		for _, t := range res.Missing {
 			want[t.DeviceID] = t.Lease
 		}
-		h.log.Warn("registry lost records of live sessions; writing them back", "node", h.cfg.Node, "sessions", len(want))
-		if err := h.remirror(ctx, h.sessionsOf(want)); err != nil {
-			h.metrics.StoreError("remirror")
-			h.retryTouch.Store(true)
-		}
+		h.writeBack(ctx, "touch", want)
+	}
+}
+
+// writeBack re-mirrors the held sessions in want (device → lease) that op
+// found missing from the registry; a failed write-back is retried at the
+// next renewal.
+func (h *Hub) writeBack(ctx context.Context, op string, want map[string]uint64) {
+	h.metrics.Outcome(op, "missing")
+	h.log.Warn("registry lost records of live sessions; writing them back", "node", h.cfg.Node, "found_by", op, "sessions", len(want))
+	if err := h.remirror(ctx, h.sessionsOf(want)); err != nil {
+		h.metrics.StoreError("remirror")
+		h.retryTouch.Store(true)
 	}
 }
 
@@ -274,15 +281,11 @@ func (h *Hub) reconcile(ctx context.Context) {
 		h.endSuperseded(s.DeviceID, s.Lease)
 	}
 	if len(res.Missing) > 0 {
-		h.metrics.Outcome("reconcile", "missing")
 		want := make(map[string]uint64, len(res.Missing))
 		for _, m := range res.Missing {
 			want[m.DeviceID] = m.Lease
 		}
-		h.log.Warn("registry lacks live sessions of this replica; writing them back", "node", h.cfg.Node, "sessions", len(want))
-		if err := h.remirror(ctx, h.sessionsOf(want)); err != nil {
-			h.metrics.StoreError("remirror")
-		}
+		h.writeBack(ctx, "reconcile", want)
 	}
 }
 
