@@ -144,6 +144,7 @@ func TestManyWatchersShareOneRedisReader(t *testing.T) {
 		latency time.Duration
 	}
 	got := make([][]delivery, watchers)
+	var gotMu sync.Mutex // guards got: watcher goroutines append while the test polls
 	var wg sync.WaitGroup
 	ready := make(chan struct{}, watchers)
 	for i := range watchers {
@@ -180,7 +181,9 @@ func TestManyWatchersShareOneRedisReader(t *testing.T) {
 					} `json:"result"`
 				}
 				_ = json.Unmarshal(sc.Bytes(), &ev)
+				gotMu.Lock()
 				got[i] = append(got[i], delivery{l.Result.Event.EventID, now.Sub(ev.Result.Event.Time)})
+				gotMu.Unlock()
 			}
 		}()
 	}
@@ -206,6 +209,8 @@ func TestManyWatchersShareOneRedisReader(t *testing.T) {
 	}
 	const want = 2 * devices * rounds
 	eventually(t, 20*time.Second, func() error {
+		gotMu.Lock()
+		defer gotMu.Unlock()
 		for i := range got {
 			if n := len(got[i]); n < want {
 				return fmt.Errorf("watcher %d has %d of %d events", i, n, want)
