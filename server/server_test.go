@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -86,5 +87,17 @@ func TestShippedKeepaliveDefaultsNeverEarnTooManyPings(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// A device retention shorter than the mirror interval would let live
+// devices' records expire between two mirror writes: refused at start.
+func TestDeviceRetentionBelowTheMirrorIntervalIsRefused(t *testing.T) {
+	_, err := server.New(context.Background(), server.Config{
+		Listen: "127.0.0.1:0", DeviceRetention: time.Minute,
+		Store: memstore.New(memstore.Options{}), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err == nil || !strings.Contains(err.Error(), "--device-retention") {
+		t.Fatalf("New with a 1m retention and the 120s mirror interval: %v; want a refusal naming --device-retention", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
 	"github.com/tetherhq/tether/internal/testredis"
 	"github.com/tetherhq/tether/server/registry"
+	"github.com/tetherhq/tether/server/registry/redisstore"
 	"github.com/tetherhq/tether/server/registry/storetest"
 )
 
@@ -207,4 +209,19 @@ func BenchmarkRevokedMany20000(b *testing.B) {
 			b.Fatalf("RevokedMany: %v, %v", len(got), err)
 		}
 	}
+}
+
+// A plain redis:// URL that points at a Cluster node is refused at start
+// with the fix in the message, instead of a replica that never gets ready.
+func TestAPlainURLAtAClusterNodeIsRefusedWithAHint(t *testing.T) {
+	c := testredis.StartCluster(t, 3)
+	_, err := redisstore.New(t.Context(), redisstore.Options{URL: c.Nodes[0].URL()})
+	if err == nil || !strings.Contains(err.Error(), "?cluster=true") {
+		t.Fatalf("New(%s): %v; want a refusal that suggests ?cluster=true", c.Nodes[0].URL(), err)
+	}
+	st, err := redisstore.New(t.Context(), redisstore.Options{URL: c.SeedURL()})
+	if err != nil {
+		t.Fatalf("New(%s): %v", c.SeedURL(), err)
+	}
+	st.Close()
 }
