@@ -355,7 +355,9 @@ func (h *Hub) claim(ctx context.Context, req registry.ClaimRequest) (registry.Cl
 	h.metrics.StoreError("claim")
 	h.metrics.Outcome("claim", "unknown")
 	h.log.Warn("claim outcome unknown; refusing the agent and undoing the claim", "device", req.DeviceID, "claim", req.ClaimID, "err", err)
-	h.releaseClaim(req.DeviceID, req.ClaimID, registry.Disconnect{
+	// Undone in the background: the refusal does not wait for a store that
+	// may be down (a failed undo is queued and retried at every renewal).
+	go h.releaseClaim(req.DeviceID, req.ClaimID, registry.Disconnect{
 		Node: h.cfg.Node, Reason: tetherv1.DisconnectReason_DISCONNECT_REASON_ORPHANED, Time: time.Now(),
 		Message: "the claim's outcome was unknown (a lost reply or an error reply); the agent was refused and reconnects",
 	})
