@@ -217,10 +217,13 @@ func (l *link) requests() {
 	for {
 		n, err := l.client.Read(buf)
 		if n > 0 {
+			// Counted before the write: once the server has the bytes its
+			// reply may reach the client before this goroutine runs again,
+			// and Requests must already include what was answered.
+			l.p.requests.Add(int64(n))
 			if _, werr := l.up.Write(buf[:n]); werr != nil {
 				return
 			}
-			l.p.requests.Add(int64(n))
 		}
 		if err != nil {
 			return
