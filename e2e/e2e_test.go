@@ -140,6 +140,15 @@ func TestSIGTERMDrainsAgentsToASecondServer(t *testing.T) {
 		if c := lb.active(a); c < n {
 			return fmt.Errorf("%d of %d agents on server a", c, n)
 		}
+		// A connection is not yet a session: wait for every Hello to be
+		// accepted, or a Hello still in flight at SIGTERM is refused
+		// (UNAVAILABLE) instead of drained.
+		out := srvA.out.String()
+		for i := 0; i < n; i++ {
+			if !regexp.MustCompile(`session started.*device=drain-` + fmt.Sprint(i) + ` `).MatchString(out) {
+				return fmt.Errorf("no session of drain-%d on server a yet", i)
+			}
+		}
 		return nil
 	})
 	srvA.signal(syscall.SIGTERM)
