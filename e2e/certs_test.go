@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -60,29 +59,6 @@ func runIn(t *testing.T, dir, line string) string {
 		t.Fatalf("%s\n  failed: %v\n%s", line, err, out)
 	}
 	return string(out)
-}
-
-// startIn is start with a working directory.
-func startIn(t *testing.T, dir, bin string, args ...string) *proc {
-	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, bin), args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "TETHER_LOG_LEVEL=debug")
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{name: bin, cmd: cmd, out: out, done: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.stop(5 * time.Second)
-		if t.Failed() {
-			t.Logf("--- %s %s output:\n%s", bin, strings.Join(args, " "), out.String())
-		}
-	})
-	return p
 }
 
 func readCert(t *testing.T, path string) *x509.Certificate {

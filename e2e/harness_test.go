@@ -87,7 +87,14 @@ func (b *syncBuffer) String() string {
 // when the test ends, and its output is logged if the test failed.
 func start(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
+	return startIn(t, "", bin, args...)
+}
+
+// startIn is start with a working directory ("" = the test's own).
+func startIn(t *testing.T, dir, bin string, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, bin), args...)
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "TETHER_LOG_LEVEL=debug")
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out

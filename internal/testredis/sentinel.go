@@ -227,26 +227,8 @@ sentinel parallel-syncs %s 1
 	go func() { _ = cmd.Wait(); close(exited) }()
 	c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer c.Close()
-	deadline := time.Now().Add(startTimeout)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			break
-		}
-		select {
-		case <-exited:
-			log, _ := os.ReadFile(filepath.Join(s.dir, "sentinel.log"))
-			return fmt.Errorf("sentinel on port %d exited at start: %s", s.port, lastLines(string(log)))
-		default:
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-exited
-			return fmt.Errorf("sentinel on port %d did not answer PING within %v: %v", s.port, startTimeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if err := awaitPing(func(ctx context.Context) error { return c.Ping(ctx).Err() }, cmd, exited, fmt.Sprintf("sentinel on port %d", s.port), filepath.Join(s.dir, "sentinel.log")); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	s.cmd, s.exited = cmd, exited

@@ -193,26 +193,8 @@ func (s *Server) start() error {
 
 	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer c.Close()
-	deadline := time.Now().Add(startTimeout)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			break
-		}
-		select {
-		case <-exited:
-			log, _ := os.ReadFile(logFile)
-			return fmt.Errorf("redis-server on port %d exited at start: %s", s.port, lastLines(string(log)))
-		default:
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-exited
-			return fmt.Errorf("redis-server on port %d did not answer PING within %v: %v", s.port, startTimeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if err := awaitPing(func(ctx context.Context) error { return c.Ping(ctx).Err() }, cmd, exited, fmt.Sprintf("redis-server on port %d", s.port), logFile); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	s.cmd, s.exited, s.frozen = cmd, exited, false
@@ -258,4 +240,30 @@ func lastLines(s string) string {
 		s = "…" + s[len(s)-max:]
 	}
 	return s
+}
+
+// awaitPing waits until ping succeeds, the process exits (its log's last
+// lines say why), or startTimeout passes (the process is killed).
+func awaitPing(ping func(context.Context) error, cmd *exec.Cmd, exited <-chan struct{}, what, logFile string) error {
+	deadline := time.Now().Add(startTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := ping(ctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(logFile)
+			return fmt.Errorf("%s exited at start: %s", what, lastLines(string(log)))
+		default:
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-exited
+			return fmt.Errorf("%s did not answer PING within %v: %v", what, startTimeout, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
