@@ -88,6 +88,12 @@ func (g *Gateway) newAPIMux(ctx context.Context) (*runtime.ServeMux, error) {
 	if err := tetherv1gw.RegisterDeviceServiceHandlerClient(ctx, mux, newSplitClient(g.conn, g.streams)); err != nil {
 		return nil, fmt.Errorf("gateway: register DeviceService: %w", err)
 	}
+	if g.cfg.LocalWatch != nil {
+		// Registered after the generated routes, so it takes precedence.
+		if err := mux.HandlePath(http.MethodGet, watchPath, g.serveLocalWatch(mux)); err != nil {
+			return nil, fmt.Errorf("gateway: route %s: %w", watchPath, err)
+		}
+	}
 	doc := openapi.JSON()
 	table, err := newRouteTable(doc, openAPIPath, healthzPath, readyzPath)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/metadata"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/test/bufconn"
 
@@ -92,7 +93,9 @@ type Config struct {
 	// streams (so that no number of watches can delay a unary call); set by
 	// the command (keeps this package free of the gateway's dependencies in
 	// tests that do not need it).
-	GatewayHandler func(ctx context.Context, unary, streams *grpc.ClientConn) (http.Handler, error)
+	// local serves the gateway's HTTP watches straight from this replica's
+	// event feed (see LocalWatch).
+	GatewayHandler func(ctx context.Context, unary, streams *grpc.ClientConn, local LocalWatch) (http.Handler, error)
 	// Version is reported in logs.
 	Version string
 }
@@ -270,6 +273,22 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// LocalWatch serves one WatchDevices stream of the in-process gateway without
+// a gRPC stream in between: md is the call's metadata as the gateway would
+// have sent it (authorization, x-request-id), and send gets every message
+// (deviceapi.LocalSend). Authorization, limits and errors are those of the
+// gRPC call; each event of the replica's feed is encoded once for all such
+// watchers instead of once per watcher.
+type LocalWatch = func(ctx context.Context, md metadata.MD, req *tetherv1.WatchDevicesRequest, send deviceapi.LocalSend) error
+
+func (s *Server) localWatch(ctx context.Context, md metadata.MD, req *tetherv1.WatchDevicesRequest, send deviceapi.LocalSend) error {
+	ctx, err := s.sec.policy.AuthorizeStream(metadata.NewIncomingContext(ctx, md), tetherv1.DeviceService_WatchDevices_FullMethodName)
+	if err != nil {
+		return err
+	}
+	return s.api.WatchLocal(ctx, req, send)
+}
+
 // Addr is the gRPC listen address.
 func (s *Server) Addr() net.Addr { return s.lis.Addr() }
 
@@ -347,7 +366,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("gateway client: %w", err)
 		}
 		defer streams.Close()
-		h, err := s.cfg.GatewayHandler(runCtx, unary, streams)
+		h, err := s.cfg.GatewayHandler(runCtx, unary, streams, s.localWatch)
 		if err != nil {
 			return fmt.Errorf("gateway: %w", err)
 		}

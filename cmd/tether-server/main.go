@@ -145,9 +145,9 @@ func run(args []string) error {
 	cfg.Version = version.String()
 	// One registry for the replica and its in-process gateway (--http).
 	cfg.Registry = prometheus.NewRegistry()
-	cfg.GatewayHandler = func(ctx context.Context, unary, streams *grpc.ClientConn) (http.Handler, error) {
+	cfg.GatewayHandler = func(ctx context.Context, unary, streams *grpc.ClientConn, local server.LocalWatch) (http.Handler, error) {
 		return gateway.NewHandler(ctx, unary, gateway.Config{Logger: log, Metrics: gateway.NewMetrics(cfg.Registry),
-			StreamConn: streams, RequireCredentials: cfg.Security.APIKeys.Len() > 0, MaxBodyBytes: *httpMaxBody})
+			StreamConn: streams, LocalWatch: local, RequireCredentials: cfg.Security.APIKeys.Len() > 0, MaxBodyBytes: *httpMaxBody})
 	}
 
 	logEffective(log, fs)

@@ -175,6 +175,14 @@ func (p *Policy) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerIn
 	return err
 }
 
+// AuthorizeStream authorizes a streaming call made in-process, without a gRPC
+// stream (the in-process gateway's watches): ctx carries the caller's
+// incoming metadata. It is what Stream checks, with the same refusals,
+// audit records and counters.
+func (p *Policy) AuthorizeStream(ctx context.Context, method string) (context.Context, error) {
+	return p.authorize(ctx, method, nil)
+}
+
 type ctxStream struct {
 	grpc.ServerStream
 	ctx context.Context
