@@ -111,8 +111,8 @@ type Feed struct {
 	readyOnce sync.Once
 
 	mu       sync.Mutex
-	last     string            // id of the newest event read ("" = none yet)
-	history  []*Item           // contiguous events ending at last, at most cfg.History
+	last     string  // id of the newest event read ("" = none yet)
+	history  []*Item // contiguous events ending at last, at most cfg.History
 	watchers map[*Watcher]struct{}
 	closed   bool
 
