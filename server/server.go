@@ -31,6 +31,7 @@ import (
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/proxyproto"
 	"github.com/tetherhq/tether/server/registry"
+	"github.com/tetherhq/tether/server/router"
 	"github.com/tetherhq/tether/server/session"
 )
 
@@ -135,7 +136,8 @@ type Server struct {
 	store   registry.Store
 	hub     *session.Hub
 	api     *deviceapi.Service
-	peers   *deviceapi.Peers
+	router  *router.Router
+	peers   *router.Peers
 	grpc    *grpc.Server
 	inner   *grpc.Server // serves the in-process gateway over memory (no stream cap)
 	health  *health.Server
@@ -214,8 +216,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.hub = hub
-	s.peers = deviceapi.NewPeers(peerOpts...)
-	s.api = deviceapi.New(deviceapi.Config{Logger: cfg.Logger, Peers: s.peers, OutputCap: cfg.CommandOutputCap,
+	s.peers = router.NewPeers(peerOpts...)
+	s.router = router.New(router.Config{Hub: hub, Registry: store, Peers: s.peers, OutputCap: cfg.CommandOutputCap, Metrics: s.metrics, Logger: cfg.Logger})
+	s.api = deviceapi.New(deviceapi.Config{Logger: cfg.Logger, Router: s.router,
 		MaxPageBytes: cfg.Limits.MaxPageBytes, MaxWatchers: cfg.Limits.MaxWatchers, MaxWatchersPerKey: cfg.Limits.MaxWatchersPerKey,
 		MaxSnapshotReads: cfg.Limits.MaxSnapshotReads, WatchBuffer: cfg.Limits.WatchBuffer, KeyName: sec.keyName,
 	}, store, hub, s.metrics)
@@ -247,7 +250,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	)
 	tetherv1.RegisterAgentServiceServer(s.grpc, hub)
 	tetherv1.RegisterDeviceServiceServer(s.grpc, s.api)
-	tetherv1.RegisterPeerServiceServer(s.grpc, s.api.PeerServer())
+	tetherv1.RegisterPeerServiceServer(s.grpc, s.router.PeerServer())
 	if rev, ok := store.(registry.Revocations); ok {
 		tetherv1.RegisterAdminServiceServer(s.grpc, adminapi.New(rev))
 	}
