@@ -59,6 +59,8 @@ var audited = map[string]string{
 	"/tether.v1.DeviceService/DisconnectDevice": "disconnect_device",
 	"/tether.v1.PeerService/ForwardCommand":     "forward_command",
 	"/tether.v1.PeerService/ForwardDisconnect":  "forward_disconnect",
+	"/tether.v1.JobService/CreateJob":           "create_job",
+	"/tether.v1.JobService/CancelJob":           "cancel_job",
 	"/tether.v1.PeerService/Invoke":             "forward", // forward_<op>: invokeAction
 }
 
