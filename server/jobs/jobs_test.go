@@ -361,10 +361,13 @@ func TestBadRequestsAreInvalidArgument(t *testing.T) {
 		}
 	}
 	for name, err := range map[string]error{
-		"get bad id":        func() error { _, err := svc.GetJob(ctx, &tetherv1.GetJobRequest{JobId: "A/B"}); return err }(),
-		"results bad token": func() error { _, err := svc.ListJobResults(ctx, &tetherv1.ListJobResultsRequest{JobId: "j", PageToken: "!!"}); return err }(),
-		"list negative":     func() error { _, err := svc.ListJobs(ctx, &tetherv1.ListJobsRequest{PageSize: -1}); return err }(),
-		"cancel empty":      func() error { _, err := svc.CancelJob(ctx, &tetherv1.CancelJobRequest{}); return err }(),
+		"get bad id": func() error { _, err := svc.GetJob(ctx, &tetherv1.GetJobRequest{JobId: "A/B"}); return err }(),
+		"results bad token": func() error {
+			_, err := svc.ListJobResults(ctx, &tetherv1.ListJobResultsRequest{JobId: "j", PageToken: "!!"})
+			return err
+		}(),
+		"list negative": func() error { _, err := svc.ListJobs(ctx, &tetherv1.ListJobsRequest{PageSize: -1}); return err }(),
+		"cancel empty":  func() error { _, err := svc.CancelJob(ctx, &tetherv1.CancelJobRequest{}); return err }(),
 	} {
 		if status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%s: %v; want INVALID_ARGUMENT", name, err)
