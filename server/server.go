@@ -29,9 +29,11 @@ import (
 	"github.com/tetherhq/tether/server/access"
 	"github.com/tetherhq/tether/server/adminapi"
 	"github.com/tetherhq/tether/server/deviceapi"
+	"github.com/tetherhq/tether/server/jobs"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/proxyproto"
 	"github.com/tetherhq/tether/server/registry"
+	"github.com/tetherhq/tether/server/router"
 	"github.com/tetherhq/tether/server/session"
 )
 
@@ -73,6 +75,9 @@ type Config struct {
 	DeviceRetention time.Duration
 	// Limits bounds what callers can make the replica hold (limits.go).
 	Limits Limits
+	// Jobs configures JobService and the job runner (served when the
+	// store keeps jobs: both built-in stores do).
+	Jobs Jobs
 	// Logger is the server's logger.
 	Logger *slog.Logger
 	// ProxyProtocolFrom, if set, are the networks of the L4 balancers in
@@ -138,7 +143,9 @@ type Server struct {
 	store   registry.Store
 	hub     *session.Hub
 	api     *deviceapi.Service
-	peers   *deviceapi.Peers
+	router  *router.Router
+	jobs    *jobs.Runner // nil when the store keeps no jobs
+	peers   *router.Peers
 	grpc    *grpc.Server
 	inner   *grpc.Server // serves the in-process gateway over memory (no stream cap)
 	health  *health.Server
@@ -217,8 +224,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.hub = hub
-	s.peers = deviceapi.NewPeers(peerOpts...)
-	s.api = deviceapi.New(deviceapi.Config{Logger: cfg.Logger, Peers: s.peers, OutputCap: cfg.CommandOutputCap,
+	s.peers = router.NewPeers(peerOpts...)
+	s.router = router.New(router.Config{Hub: hub, Registry: store, Peers: s.peers, OutputCap: cfg.CommandOutputCap, Metrics: s.metrics, Logger: cfg.Logger})
+	s.api = deviceapi.New(deviceapi.Config{Logger: cfg.Logger, Router: s.router,
 		MaxPageBytes: cfg.Limits.MaxPageBytes, MaxWatchers: cfg.Limits.MaxWatchers, MaxWatchersPerKey: cfg.Limits.MaxWatchersPerKey,
 		MaxSnapshotReads: cfg.Limits.MaxSnapshotReads, WatchBuffer: cfg.Limits.WatchBuffer, KeyName: sec.keyName,
 	}, store, hub, s.metrics)
@@ -250,7 +258,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	)
 	tetherv1.RegisterAgentServiceServer(s.grpc, hub)
 	tetherv1.RegisterDeviceServiceServer(s.grpc, s.api)
-	tetherv1.RegisterPeerServiceServer(s.grpc, s.api.PeerServer())
+	tetherv1.RegisterPeerServiceServer(s.grpc, s.router.PeerServer())
+	jobSvc := s.newJobs(store, sec)
+	if jobSvc != nil {
+		tetherv1.RegisterJobServiceServer(s.grpc, jobSvc)
+	}
 	if rev, ok := store.(registry.Revocations); ok {
 		tetherv1.RegisterAdminServiceServer(s.grpc, adminapi.New(rev))
 	}
@@ -269,6 +281,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		grpc.MaxRecvMsgSize(1<<20),
 	)
 	tetherv1.RegisterDeviceServiceServer(s.inner, s.api)
+	if jobSvc != nil {
+		tetherv1.RegisterJobServiceServer(s.inner, jobSvc)
+	}
 	healthpb.RegisterHealthServer(s.inner, s.health)
 	return s, nil
 }
@@ -339,6 +354,10 @@ func (s *Server) Run(ctx context.Context) error {
 	loops.Add(2)
 	go func() { defer loops.Done(); s.hub.Mirror(runCtx, s.cfg.Advertise) }()
 	go func() { defer loops.Done(); s.watchHealth(runCtx) }()
+	if s.jobs != nil {
+		loops.Add(1)
+		go func() { defer loops.Done(); s.jobs.Run(runCtx) }()
+	}
 	if rev := s.sec.policy.Revocations; rev != nil {
 		loops.Add(1)
 		go func() { defer loops.Done(); s.hub.WatchRevocations(runCtx, rev) }()

@@ -86,6 +86,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.Session.FlapCooldown, "flap-cooldown", time.Minute, "how long a flapping device id's Hellos are refused (Close FLAPPING with retry_after)")
 	proxyFrom := fs.String("proxy-protocol-from", "", "comma-separated networks (CIDR) of L4 load balancers whose connections to --listen start with a PROXY protocol v2 header naming the client; empty = off (docs/ADMIN.md)")
 	limitFlags(fs, &cfg.Limits)
+	jobFlags(fs, &cfg.Jobs)
 	httpMaxBody := fs.Int64("http-max-body", gateway.DefaultMaxBodyBytes, "--http: maximum request body size in bytes")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -173,7 +174,10 @@ func validate(fs *flag.FlagSet) error {
 		return err
 	}
 	if err := envflag.Positive(fs, "ping-interval", "ping-timeout", "hello-timeout", "lease-ttl",
-		"mirror-interval", "drain-timeout", "device-retention", "flap-cooldown"); err != nil {
+		"mirror-interval", "drain-timeout", "device-retention", "flap-cooldown", "job-retention", "job-lease-ttl"); err != nil {
+		return err
+	}
+	if err := checkJobFlags(fs); err != nil {
 		return err
 	}
 	for _, n := range []string{"command-output-cap", "max-inflight-commands", "flap-limit"} {

@@ -98,6 +98,7 @@ const (
 	peerPrefix   = "/tether.v1.PeerService/"
 	healthPrefix = "/grpc.health.v1.Health/"
 	devicePrefix = "/tether.v1.DeviceService/"
+	jobPrefix    = "/tether.v1.JobService/"
 
 	reflectionV1      = "/grpc.reflection.v1.ServerReflection/"
 	reflectionV1Alpha = "/grpc.reflection.v1alpha.ServerReflection/"
@@ -119,6 +120,13 @@ var methodRoles = map[string]Role{
 	devicePrefix + "WatchDevices":              RoleViewer,
 	devicePrefix + "SendCommand":               RoleOperator,
 	devicePrefix + "DisconnectDevice":          RoleOperator,
+	// Jobs send commands, and their results hold command output: every
+	// JobService method is for operators.
+	jobPrefix + "CreateJob":      RoleOperator,
+	jobPrefix + "GetJob":         RoleOperator,
+	jobPrefix + "ListJobs":       RoleOperator,
+	jobPrefix + "ListJobResults": RoleOperator,
+	jobPrefix + "CancelJob":      RoleOperator,
 }
 
 // RequiredRole is the API-key role a method needs (RoleNone: not an

@@ -218,7 +218,7 @@ func (s *Service) watch(ctx context.Context, req *tetherv1.WatchDevicesRequest, 
 				return closed(storeErr("watch devices (snapshot)", err))
 			}
 			for _, r := range page.Records {
-				e := &tetherv1.DeviceEvent{Type: tetherv1.EventType_EVENT_TYPE_SNAPSHOT, DeviceId: r.DeviceID, Device: deviceProto(r, s.local(r)), Time: timestamppb.Now()}
+				e := &tetherv1.DeviceEvent{Type: tetherv1.EventType_EVENT_TYPE_SNAPSHOT, DeviceId: r.DeviceID, Device: s.device(r), Time: timestamppb.Now()}
 				if r.Session != nil {
 					e.LeaseId, e.Node = r.Session.Lease, r.Session.Node
 				}

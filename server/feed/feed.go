@@ -13,11 +13,8 @@ import (
 	"github.com/tetherhq/tether/server/registry"
 )
 
-// Source is the part of registry.Store the feed reads.
-type Source interface {
-	ReadEvents(ctx context.Context, after string, limit int, wait time.Duration) ([]registry.Event, error)
-	LastEventID(ctx context.Context) (string, error)
-}
+// Source is the role of the registry the feed reads.
+type Source = registry.Events
 
 // Errors of Subscribe.
 var (

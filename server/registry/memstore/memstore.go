@@ -53,6 +53,7 @@ type Store struct {
 	nextSweep time.Time
 
 	revoked revocations // the token deny list (revocations.go)
+	jobs    jobs        // jobs and their results (jobs.go)
 }
 
 type device struct {
