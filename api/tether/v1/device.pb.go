@@ -234,6 +234,62 @@ func (DeviceRestart) EnumDescriptor() ([]byte, []int) {
 	return file_tether_v1_device_proto_rawDescGZIP(), []int{2}
 }
 
+// DeviceState is a device's presence, as a single value.
+type DeviceState int32
+
+const (
+	DeviceState_DEVICE_STATE_UNSPECIFIED DeviceState = 0
+	// A live session.
+	DeviceState_DEVICE_STATE_ONLINE DeviceState = 1
+	// Connected before, no live session now.
+	DeviceState_DEVICE_STATE_OFFLINE DeviceState = 2
+	// Pre-registered and never connected.
+	DeviceState_DEVICE_STATE_NEVER_CONNECTED DeviceState = 3
+)
+
+// Enum value maps for DeviceState.
+var (
+	DeviceState_name = map[int32]string{
+		0: "DEVICE_STATE_UNSPECIFIED",
+		1: "DEVICE_STATE_ONLINE",
+		2: "DEVICE_STATE_OFFLINE",
+		3: "DEVICE_STATE_NEVER_CONNECTED",
+	}
+	DeviceState_value = map[string]int32{
+		"DEVICE_STATE_UNSPECIFIED":     0,
+		"DEVICE_STATE_ONLINE":          1,
+		"DEVICE_STATE_OFFLINE":         2,
+		"DEVICE_STATE_NEVER_CONNECTED": 3,
+	}
+)
+
+func (x DeviceState) Enum() *DeviceState {
+	p := new(DeviceState)
+	*p = x
+	return p
+}
+
+func (x DeviceState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeviceState) Descriptor() protoreflect.EnumDescriptor {
+	return file_tether_v1_device_proto_enumTypes[3].Descriptor()
+}
+
+func (DeviceState) Type() protoreflect.EnumType {
+	return &file_tether_v1_device_proto_enumTypes[3]
+}
+
+func (x DeviceState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeviceState.Descriptor instead.
+func (DeviceState) EnumDescriptor() ([]byte, []int) {
+	return file_tether_v1_device_proto_rawDescGZIP(), []int{3}
+}
+
 // DeviceInfo is what an agent reports about its device.
 type DeviceInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -634,7 +690,9 @@ type Device struct {
 	// The last session end, if any.
 	LastDisconnect *Disconnect `protobuf:"bytes,5,opt,name=last_disconnect,json=lastDisconnect,proto3" json:"last_disconnect,omitempty"`
 	// When the device was first seen by this registry.
-	FirstSeen     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	FirstSeen *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	// Online, offline, or never connected (pre-registered).
+	State         DeviceState `protobuf:"varint,7,opt,name=state,proto3,enum=tether.v1.DeviceState" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -711,6 +769,13 @@ func (x *Device) GetFirstSeen() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Device) GetState() DeviceState {
+	if x != nil {
+		return x.State
+	}
+	return DeviceState_DEVICE_STATE_UNSPECIFIED
+}
+
 var File_tether_v1_device_proto protoreflect.FileDescriptor
 
 const file_tether_v1_device_proto_rawDesc = "" +
@@ -750,7 +815,7 @@ const file_tether_v1_device_proto_rawDesc = "" +
 	"\blease_id\x18\x03 \x01(\x04R\aleaseId\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x122\n" +
 	"\arestart\x18\x05 \x01(\x0e2\x18.tether.v1.DeviceRestartR\arestart\x12\x12\n" +
-	"\x04node\x18\x06 \x01(\tR\x04node\"\x91\x02\n" +
+	"\x04node\x18\x06 \x01(\tR\x04node\"\xbf\x02\n" +
 	"\x06Device\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x16\n" +
 	"\x06online\x18\x02 \x01(\bR\x06online\x12)\n" +
@@ -758,7 +823,8 @@ const file_tether_v1_device_proto_rawDesc = "" +
 	"\asession\x18\x04 \x01(\v2\x12.tether.v1.SessionR\asession\x12>\n" +
 	"\x0flast_disconnect\x18\x05 \x01(\v2\x15.tether.v1.DisconnectR\x0elastDisconnect\x129\n" +
 	"\n" +
-	"first_seen\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen*k\n" +
+	"first_seen\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x12,\n" +
+	"\x05state\x18\a \x01(\x0e2\x16.tether.v1.DeviceStateR\x05state*k\n" +
 	"\fLivenessMode\x12\x1d\n" +
 	"\x19LIVENESS_MODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16LIVENESS_MODE_APP_PONG\x10\x01\x12 \n" +
@@ -783,7 +849,12 @@ const file_tether_v1_device_proto_rawDesc = "" +
 	"\rDeviceRestart\x12\x1e\n" +
 	"\x1aDEVICE_RESTART_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18DEVICE_RESTART_RESTARTED\x10\x01\x12\x1c\n" +
-	"\x18DEVICE_RESTART_SAME_BOOT\x10\x02B3Z1github.com/tetherhq/tether/api/tether/v1;tetherv1b\x06proto3"
+	"\x18DEVICE_RESTART_SAME_BOOT\x10\x02*\x80\x01\n" +
+	"\vDeviceState\x12\x1c\n" +
+	"\x18DEVICE_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13DEVICE_STATE_ONLINE\x10\x01\x12\x18\n" +
+	"\x14DEVICE_STATE_OFFLINE\x10\x02\x12 \n" +
+	"\x1cDEVICE_STATE_NEVER_CONNECTED\x10\x03B3Z1github.com/tetherhq/tether/api/tether/v1;tetherv1b\x06proto3"
 
 var (
 	file_tether_v1_device_proto_rawDescOnce sync.Once
@@ -797,41 +868,43 @@ func file_tether_v1_device_proto_rawDescGZIP() []byte {
 	return file_tether_v1_device_proto_rawDescData
 }
 
-var file_tether_v1_device_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_tether_v1_device_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_tether_v1_device_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_tether_v1_device_proto_goTypes = []any{
 	(LivenessMode)(0),             // 0: tether.v1.LivenessMode
 	(DisconnectReason)(0),         // 1: tether.v1.DisconnectReason
 	(DeviceRestart)(0),            // 2: tether.v1.DeviceRestart
-	(*DeviceInfo)(nil),            // 3: tether.v1.DeviceInfo
-	(*CommandSpec)(nil),           // 4: tether.v1.CommandSpec
-	(*Session)(nil),               // 5: tether.v1.Session
-	(*Disconnect)(nil),            // 6: tether.v1.Disconnect
-	(*Device)(nil),                // 7: tether.v1.Device
-	nil,                           // 8: tether.v1.DeviceInfo.LabelsEntry
-	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(DeviceState)(0),              // 3: tether.v1.DeviceState
+	(*DeviceInfo)(nil),            // 4: tether.v1.DeviceInfo
+	(*CommandSpec)(nil),           // 5: tether.v1.CommandSpec
+	(*Session)(nil),               // 6: tether.v1.Session
+	(*Disconnect)(nil),            // 7: tether.v1.Disconnect
+	(*Device)(nil),                // 8: tether.v1.Device
+	nil,                           // 9: tether.v1.DeviceInfo.LabelsEntry
+	(*durationpb.Duration)(nil),   // 10: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_tether_v1_device_proto_depIdxs = []int32{
-	8,  // 0: tether.v1.DeviceInfo.labels:type_name -> tether.v1.DeviceInfo.LabelsEntry
-	4,  // 1: tether.v1.DeviceInfo.commands:type_name -> tether.v1.CommandSpec
-	9,  // 2: tether.v1.CommandSpec.timeout:type_name -> google.protobuf.Duration
-	10, // 3: tether.v1.Session.connected_at:type_name -> google.protobuf.Timestamp
-	10, // 4: tether.v1.Session.last_seen:type_name -> google.protobuf.Timestamp
-	9,  // 5: tether.v1.Session.last_rtt:type_name -> google.protobuf.Duration
+	9,  // 0: tether.v1.DeviceInfo.labels:type_name -> tether.v1.DeviceInfo.LabelsEntry
+	5,  // 1: tether.v1.DeviceInfo.commands:type_name -> tether.v1.CommandSpec
+	10, // 2: tether.v1.CommandSpec.timeout:type_name -> google.protobuf.Duration
+	11, // 3: tether.v1.Session.connected_at:type_name -> google.protobuf.Timestamp
+	11, // 4: tether.v1.Session.last_seen:type_name -> google.protobuf.Timestamp
+	10, // 5: tether.v1.Session.last_rtt:type_name -> google.protobuf.Duration
 	0,  // 6: tether.v1.Session.liveness_mode:type_name -> tether.v1.LivenessMode
 	1,  // 7: tether.v1.Disconnect.reason:type_name -> tether.v1.DisconnectReason
-	10, // 8: tether.v1.Disconnect.time:type_name -> google.protobuf.Timestamp
+	11, // 8: tether.v1.Disconnect.time:type_name -> google.protobuf.Timestamp
 	2,  // 9: tether.v1.Disconnect.restart:type_name -> tether.v1.DeviceRestart
-	3,  // 10: tether.v1.Device.info:type_name -> tether.v1.DeviceInfo
-	5,  // 11: tether.v1.Device.session:type_name -> tether.v1.Session
-	6,  // 12: tether.v1.Device.last_disconnect:type_name -> tether.v1.Disconnect
-	10, // 13: tether.v1.Device.first_seen:type_name -> google.protobuf.Timestamp
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	4,  // 10: tether.v1.Device.info:type_name -> tether.v1.DeviceInfo
+	6,  // 11: tether.v1.Device.session:type_name -> tether.v1.Session
+	7,  // 12: tether.v1.Device.last_disconnect:type_name -> tether.v1.Disconnect
+	11, // 13: tether.v1.Device.first_seen:type_name -> google.protobuf.Timestamp
+	3,  // 14: tether.v1.Device.state:type_name -> tether.v1.DeviceState
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_tether_v1_device_proto_init() }
@@ -844,7 +917,7 @@ func file_tether_v1_device_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tether_v1_device_proto_rawDesc), len(file_tether_v1_device_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
