@@ -119,6 +119,11 @@ var methodRoles = map[string]Role{
 	devicePrefix + "WatchDevices":              RoleViewer,
 	devicePrefix + "SendCommand":               RoleOperator,
 	devicePrefix + "DisconnectDevice":          RoleOperator,
+	devicePrefix + "GetDeviceHistory":          RoleViewer,
+	devicePrefix + "GetInventory":              RoleViewer,
+	devicePrefix + "ListNodes":                 RoleViewer,
+	devicePrefix + "PreRegisterDevice":         RoleOperator,
+	devicePrefix + "DeleteDevice":              RoleAdmin,
 }
 
 // RequiredRole is the API-key role a method needs (RoleNone: not an

@@ -12,7 +12,7 @@ import (
 // deviceProto converts a record, overlaying the fresher liveness figures of
 // a local session that holds the record's lease.
 func deviceProto(r registry.Record, local *session.Session) *tetherv1.Device {
-	d := &tetherv1.Device{DeviceId: r.DeviceID, Online: r.Online(), Info: r.Info}
+	d := &tetherv1.Device{DeviceId: r.DeviceID, Online: r.Online(), Info: r.Info, State: stateOf(r)}
 	if !r.FirstSeen.IsZero() {
 		d.FirstSeen = timestamppb.New(r.FirstSeen)
 	}
