@@ -17,12 +17,12 @@ import (
 	"github.com/tetherhq/tether/server/session"
 )
 
-// Inventory reuse: counting scans the whole registry (about one second per
-// 100,000 devices on Redis, see docs/BENCHMARKS.md), so a replica computes
+// Inventory reuse: counting scans the whole registry (1.4 s for 100,000
+// devices on Redis, see docs/BENCHMARKS.md), so a replica computes
 // it at most once per InventoryMaxAge per label key, one scan at a time,
 // and keeps at most inventoryCacheKeys label keys.
 const (
-	InventoryMaxAge    = 10 * time.Second
+	InventoryMaxAge    = 30 * time.Second
 	inventoryCacheKeys = 16
 )
 
