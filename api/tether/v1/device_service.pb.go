@@ -97,20 +97,26 @@ const (
 	EventType_EVENT_TYPE_HEARTBEAT EventType = 7
 	// A device id was put in flapping cooldown.
 	EventType_EVENT_TYPE_FLAPPING EventType = 8
+	// A device was pre-registered (PreRegisterDevice); it has never connected.
+	EventType_EVENT_TYPE_REGISTERED EventType = 9
+	// A device's record was deleted (DeleteDevice).
+	EventType_EVENT_TYPE_DELETED EventType = 10
 )
 
 // Enum value maps for EventType.
 var (
 	EventType_name = map[int32]string{
-		0: "EVENT_TYPE_UNSPECIFIED",
-		1: "EVENT_TYPE_ONLINE",
-		2: "EVENT_TYPE_OFFLINE",
-		3: "EVENT_TYPE_REPLACED",
-		4: "EVENT_TYPE_INFO_CHANGED",
-		5: "EVENT_TYPE_SNAPSHOT",
-		6: "EVENT_TYPE_SNAPSHOT_END",
-		7: "EVENT_TYPE_HEARTBEAT",
-		8: "EVENT_TYPE_FLAPPING",
+		0:  "EVENT_TYPE_UNSPECIFIED",
+		1:  "EVENT_TYPE_ONLINE",
+		2:  "EVENT_TYPE_OFFLINE",
+		3:  "EVENT_TYPE_REPLACED",
+		4:  "EVENT_TYPE_INFO_CHANGED",
+		5:  "EVENT_TYPE_SNAPSHOT",
+		6:  "EVENT_TYPE_SNAPSHOT_END",
+		7:  "EVENT_TYPE_HEARTBEAT",
+		8:  "EVENT_TYPE_FLAPPING",
+		9:  "EVENT_TYPE_REGISTERED",
+		10: "EVENT_TYPE_DELETED",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":  0,
@@ -122,6 +128,8 @@ var (
 		"EVENT_TYPE_SNAPSHOT_END": 6,
 		"EVENT_TYPE_HEARTBEAT":    7,
 		"EVENT_TYPE_FLAPPING":     8,
+		"EVENT_TYPE_REGISTERED":   9,
+		"EVENT_TYPE_DELETED":      10,
 	}
 )
 
@@ -1800,7 +1808,7 @@ const file_tether_v1_device_service_proto_rawDesc = "" +
 	"\x0ePresenceFilter\x12\x1f\n" +
 	"\x1bPRESENCE_FILTER_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16PRESENCE_FILTER_ONLINE\x10\x01\x12\x1b\n" +
-	"\x17PRESENCE_FILTER_OFFLINE\x10\x02*\xf5\x01\n" +
+	"\x17PRESENCE_FILTER_OFFLINE\x10\x02*\xa8\x02\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11EVENT_TYPE_ONLINE\x10\x01\x12\x16\n" +
@@ -1810,7 +1818,10 @@ const file_tether_v1_device_service_proto_rawDesc = "" +
 	"\x13EVENT_TYPE_SNAPSHOT\x10\x05\x12\x1b\n" +
 	"\x17EVENT_TYPE_SNAPSHOT_END\x10\x06\x12\x18\n" +
 	"\x14EVENT_TYPE_HEARTBEAT\x10\a\x12\x17\n" +
-	"\x13EVENT_TYPE_FLAPPING\x10\b2\xca\x06\n" +
+	"\x13EVENT_TYPE_FLAPPING\x10\b\x12\x19\n" +
+	"\x15EVENT_TYPE_REGISTERED\x10\t\x12\x16\n" +
+	"\x12EVENT_TYPE_DELETED\x10\n" +
+	"2\xca\x06\n" +
 	"\rDeviceService\x12L\n" +
 	"\vListDevices\x12\x1d.tether.v1.ListDevicesRequest\x1a\x1e.tether.v1.ListDevicesResponse\x12F\n" +
 	"\tGetDevice\x12\x1b.tether.v1.GetDeviceRequest\x1a\x1c.tether.v1.GetDeviceResponse\x12Q\n" +

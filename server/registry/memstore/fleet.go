@@ -133,6 +133,7 @@ func (s *Store) Delete(ctx context.Context, deviceID string) error {
 	}
 	delete(s.devices, deviceID)
 	delete(s.fleet.history, deviceID)
+	s.appendLocked(registry.Event{Type: tetherv1.EventType_EVENT_TYPE_DELETED, DeviceID: deviceID, Time: now})
 	if i, found := slices.BinarySearch(s.ids, deviceID); found {
 		s.ids = slices.Delete(s.ids, i, i+1)
 	}
@@ -159,6 +160,7 @@ func (s *Store) PreRegister(ctx context.Context, deviceID string, labels map[str
 		d.preLabels = map[string]string{}
 	}
 	d.expires = clock.Add(s.fleet.neverConnected)
+	s.appendLocked(registry.Event{Type: tetherv1.EventType_EVENT_TYPE_REGISTERED, DeviceID: deviceID, Time: now})
 	return s.readLocked(d, clock), nil
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
 	"github.com/tetherhq/tether/server/registry"
 )
 
@@ -131,6 +132,8 @@ func (s *Store) Delete(ctx context.Context, deviceID string) error {
 	defer cancel()
 	pipe := s.rdb.Pipeline()
 	pipe.ZRem(ctx, s.indexKey(), deviceID)
+	pipe.XAdd(ctx, &redis.XAddArgs{Stream: s.eventsKey(), MaxLen: s.eventMaxLen, Approx: true,
+		Values: encodeEvent(registry.Event{Type: tetherv1.EventType_EVENT_TYPE_DELETED, DeviceID: deviceID, Time: time.Now()})})
 	if len(res) > 2 && res[2] != "" {
 		zremIfScript.EvalSha(ctx, pipe, []string{s.nodeSessionsKey(res[2])}, deviceID, res[1])
 	}
@@ -164,7 +167,7 @@ func (s *Store) PreRegister(ctx context.Context, deviceID string, labels map[str
 	if n != 1 {
 		return registry.Record{}, fmt.Errorf("pre-register %s: %w", deviceID, registry.ErrExists)
 	}
-	s.afterWrite(ctx, []string{deviceID}, nil, nil, nil)
+	s.afterWrite(ctx, []string{deviceID}, []registry.Event{{Type: tetherv1.EventType_EVENT_TYPE_REGISTERED, DeviceID: deviceID, Time: now}}, nil, nil)
 	return registry.Record{DeviceID: deviceID, Info: registry.MergeLabels(nil, labels)}, nil
 }
 

@@ -161,8 +161,12 @@ func testDelete(t *testing.T, h Harness) {
 		t.Fatalf("Delete of an online device = %v, want ErrOnline", err)
 	}
 	release(t, st, "dev-d", c.Lease, rsClosed)
+	before := lastEvent(t, st)
 	if err := st.Delete(ctxT(t), "dev-d"); err != nil {
 		t.Fatalf("Delete: %v", err)
+	}
+	if evs := events(t, st, before); len(evs) != 1 || evs[0].Type != tetherv1.EventType_EVENT_TYPE_DELETED || evs[0].DeviceID != "dev-d" {
+		t.Fatalf("events after Delete = %+v, want one DELETED", evs)
 	}
 	if _, err := st.Get(ctxT(t), "dev-d"); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("Get after Delete = %v", err)
@@ -197,9 +201,13 @@ func testPreRegister(t *testing.T, h Harness) {
 	st := newFleet(t, h, Options{})
 	alive(t, st, "n1")
 	labels := map[string]string{"site": "lobby", "role": "kiosk"}
+	before := lastEvent(t, st)
 	r, err := st.PreRegister(ctxT(t), "dev-p", labels, now())
 	if err != nil || !r.NeverConnected() {
 		t.Fatalf("PreRegister = %+v, %v", r, err)
+	}
+	if evs := events(t, st, before); len(evs) != 1 || evs[0].Type != tetherv1.EventType_EVENT_TYPE_REGISTERED || evs[0].DeviceID != "dev-p" {
+		t.Fatalf("events after PreRegister = %+v, want one REGISTERED", evs)
 	}
 	got := get(t, st, "dev-p")
 	if !got.NeverConnected() || got.Online() || got.Lease != 0 || got.LastDisconnect != nil || !maps.Equal(got.Info.GetLabels(), labels) {
