@@ -266,6 +266,14 @@ func (a *Agent) deviceInfo() *tetherv1.DeviceInfo {
 		maps.Copy(info.Labels, a.cfg.Labels)
 	}
 	info.AgentVersion = a.cfg.Version
+	if a.runner != nil {
+		// Names and argument shapes only (never argv); the server bounds
+		// the list (session.MaxInfoCommands), so report at most that many.
+		info.Commands = a.runner.Specs()
+		if len(info.Commands) > command.MaxReported {
+			info.Commands = info.Commands[:command.MaxReported]
+		}
+	}
 	return info
 }
 

@@ -40,6 +40,9 @@ const serviceConfig = `{
       {"service": "tether.v1.DeviceService", "method": "ListDevices"},
       {"service": "tether.v1.DeviceService", "method": "GetDevice"},
       {"service": "tether.v1.DeviceService", "method": "WatchDevices"},
+      {"service": "tether.v1.DeviceService", "method": "GetDeviceHistory"},
+      {"service": "tether.v1.DeviceService", "method": "GetInventory"},
+      {"service": "tether.v1.DeviceService", "method": "ListNodes"},
       {"service": "grpc.health.v1.Health", "method": "Check"}
     ],
     "retryPolicy": {

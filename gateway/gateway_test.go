@@ -213,8 +213,8 @@ func TestTheGatewayRejectsBadRequestsWithJSONErrors(t *testing.T) {
 		{"POST on an unknown custom method (GetDevice of d1:explode)", "POST", g.url + "/v1/devices/d1:explode", jsonType, "{}", 405, 12, ""},
 		{"GET on a POST route", "GET", cmd, "", "", 405, 12, "GET"},
 		{"GET on a POST route for a MAC-like device id", "GET", g.url + "/v1/devices/aa:bb:cc:dd:ee:ff:disconnect", "", "", 405, 12, "GET"},
-		{"POST on a GET route", "POST", g.url + "/v1/devices", jsonType, "{}", 405, 12, "POST"},
-		{"DELETE on a device", "DELETE", g.url + "/v1/devices/d1", "", "", 405, 12, "DELETE"},
+		{"POST on a GET route", "POST", g.url + "/v1/inventory", jsonType, "{}", 405, 12, "POST"},
+		{"PUT on a device", "PUT", g.url + "/v1/devices/d1", jsonType, "{}", 405, 12, "PUT"},
 		{"POST on /healthz", "POST", g.url + "/healthz", jsonType, "{}", 405, 12, ""},
 		{"a bad enum in the query", "GET", g.url + "/v1/devices?presence=SOMETIMES", "", "", 400, 3, "SOMETIMES"},
 		{"a bad integer in the query", "GET", g.url + "/v1/devices?pageSize=many", "", "", 400, 3, ""},
@@ -237,6 +237,8 @@ func TestTheGatewayRejectsBadRequestsWithJSONErrors(t *testing.T) {
 				want := "GET"
 				if strings.HasSuffix(tc.url, ":command") || strings.HasSuffix(tc.url, ":disconnect") {
 					want = "POST"
+				} else if id, ok := strings.CutPrefix(tc.url, g.url+"/v1/devices/"); ok && !strings.Contains(id, "/") {
+					want = "DELETE, GET" // GetDevice and DeleteDevice
 				}
 				if got := resp.Header.Get("Allow"); got != want {
 					t.Errorf("Allow = %q, want %q", got, want)

@@ -73,6 +73,8 @@ type Config struct {
 	// DeviceRetention is how long an offline device stays known in the
 	// registry. Default 7 days.
 	DeviceRetention time.Duration
+	// Fleet sizes the fleet views: history length and retentions.
+	Fleet FleetRetention
 	// Limits bounds what callers can make the replica hold (limits.go).
 	Limits Limits
 	// Jobs configures JobService and the job runner (served when the

@@ -19,7 +19,9 @@ func storeKind(c Config) string {
 // embedded in-memory store otherwise.
 func openStore(ctx context.Context, c Config) (registry.Store, error) {
 	if c.RedisURL == "" {
-		return memstore.New(memstore.Options{DeviceRetention: c.DeviceRetention}), nil
+		return memstore.New(memstore.Options{DeviceRetention: c.DeviceRetention,
+			HistoryLen: c.Fleet.HistoryLen, HistoryRetention: c.Fleet.HistoryRetention, NeverConnectedRetention: c.Fleet.NeverConnectedRetention}), nil
 	}
-	return redisstore.New(ctx, redisstore.Options{URL: c.RedisURL, Logger: c.Logger, DeviceRetention: c.DeviceRetention, Pools: c.Limits.RedisPools})
+	return redisstore.New(ctx, redisstore.Options{URL: c.RedisURL, Logger: c.Logger, DeviceRetention: c.DeviceRetention, Pools: c.Limits.RedisPools,
+		HistoryLen: c.Fleet.HistoryLen, HistoryRetention: c.Fleet.HistoryRetention, NeverConnectedRetention: c.Fleet.NeverConnectedRetention})
 }

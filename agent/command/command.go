@@ -64,7 +64,21 @@ type Spec struct {
 	// Timeout bounds one run (0 = Options.DefaultTimeout). The effective
 	// timeout is the smallest of this and the Command's own timeout.
 	Timeout time.Duration
+	// Usage says how the arguments look ("<service>"); it is reported to
+	// the server with the allow-list (at most MaxUsageBytes), never Argv.
+	Usage string
+	// MaxArgs is the most arguments a run accepts (0 = MaxArgs); NoArgs
+	// refuses every argument.
+	MaxArgs int
+	NoArgs  bool
 }
+
+// MaxUsageBytes bounds a Spec's Usage.
+const MaxUsageBytes = 128
+
+// MaxReported is the most commands an agent reports in its device info (the
+// server refuses more: session.MaxInfoCommands).
+const MaxReported = 64
 
 // Options configure a Runner. Zero values mean the defaults.
 type Options struct {
@@ -120,7 +134,13 @@ func New(opts Options) (*Runner, error) {
 		if s.Timeout < 0 {
 			return nil, fmt.Errorf("command %q: timeout %v is negative", name, s.Timeout)
 		}
-		cmds[name] = Spec{Argv: slices.Clone(s.Argv), Timeout: s.Timeout}
+		if len(s.Usage) > MaxUsageBytes || !utf8.ValidString(s.Usage) {
+			return nil, fmt.Errorf("command %q: usage: want at most %d bytes of UTF-8", name, MaxUsageBytes)
+		}
+		if s.MaxArgs < 0 || s.MaxArgs > MaxArgs {
+			return nil, fmt.Errorf("command %q: max args %d: want 0 to %d", name, s.MaxArgs, MaxArgs)
+		}
+		cmds[name] = Spec{Argv: slices.Clone(s.Argv), Timeout: s.Timeout, Usage: s.Usage, MaxArgs: s.MaxArgs, NoArgs: s.NoArgs}
 	}
 	opts.Commands = cmds
 	return &Runner{opts: opts, allowed: strings.Join(allowedNames(cmds), ", ")}, nil
@@ -137,6 +157,41 @@ func allowedNames(cmds map[string]Spec) []string {
 
 // Allowed returns the names this Runner accepts, sorted.
 func (r *Runner) Allowed() []string { return allowedNames(r.opts.Commands) }
+
+// maxArgs is how many arguments spec accepts.
+func (s Spec) maxArgs() int {
+	switch {
+	case s.NoArgs:
+		return 0
+	case s.MaxArgs > 0:
+		return s.MaxArgs
+	}
+	return MaxArgs
+}
+
+// Specs describes the allow-list for the device info: per command its name,
+// usage, argument bound and timeout, sorted by name. It never carries Argv:
+// which programs run, and where they live, stays on the device.
+func (r *Runner) Specs() []*tetherv1.CommandSpec {
+	names := r.Allowed()
+	out := make([]*tetherv1.CommandSpec, 0, len(names))
+	for _, n := range names {
+		cs := &tetherv1.CommandSpec{Name: n}
+		switch n {
+		case Echo:
+			cs.Usage, cs.MaxArgs = "<text>...", MaxArgs
+		case Info:
+		default:
+			s := r.opts.Commands[n]
+			cs.Usage, cs.MaxArgs = s.Usage, int32(s.maxArgs())
+			if s.Timeout > 0 {
+				cs.Timeout = durationpb.New(s.Timeout)
+			}
+		}
+		out = append(out, cs)
+	}
+	return out
+}
 
 // ValidateName reports why name cannot be a command name: 1-64 characters
 // of [A-Za-z0-9._-].
@@ -205,6 +260,12 @@ func (r *Runner) run(ctx context.Context, c *tetherv1.Command) *tetherv1.Command
 	}
 	if err := ValidateArgs(args); err != nil {
 		return refused("command %q: %v", name, err)
+	}
+	if n := spec.maxArgs(); configured && len(args) > n || name == Info && len(args) > 0 {
+		if name == Info {
+			n = 0
+		}
+		return refused("command %q: %d arguments: it takes at most %d", name, len(args), n)
 	}
 	timeout := r.opts.DefaultTimeout
 	if spec.Timeout > 0 {

@@ -241,3 +241,56 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		})
 	}
 }
+
+func TestSpecsReportNamesAndShapesButNeverArgv(t *testing.T) {
+	r := newRunner(t, Options{Commands: map[string]Spec{
+		"restart": {Argv: []string{"/usr/local/sbin/secret-restart", "--unit"}, Usage: "<unit>", MaxArgs: 1, Timeout: 5 * time.Second},
+		"uptime":  {Argv: []string{"/usr/bin/uptime"}, NoArgs: true},
+	}})
+	specs := r.Specs()
+	got := map[string]*tetherv1.CommandSpec{}
+	var names []string
+	for _, s := range specs {
+		got[s.GetName()] = s
+		names = append(names, s.GetName())
+	}
+	if strings.Join(names, ",") != "echo,info,restart,uptime" {
+		t.Fatalf("names = %v", names)
+	}
+	if s := got["restart"]; s.GetUsage() != "<unit>" || s.GetMaxArgs() != 1 || s.GetTimeout().AsDuration() != 5*time.Second {
+		t.Fatalf("restart = %v", s)
+	}
+	if s := got["uptime"]; s.GetMaxArgs() != 0 || s.GetTimeout() != nil {
+		t.Fatalf("uptime = %v", s)
+	}
+	if s := got["echo"]; s.GetMaxArgs() != MaxArgs || s.GetUsage() == "" {
+		t.Fatalf("echo = %v", s)
+	}
+	if s := got["info"]; s.GetMaxArgs() != 0 {
+		t.Fatalf("info = %v", s)
+	}
+	b, _ := json.Marshal(specs)
+	if strings.Contains(string(b), "secret-restart") || strings.Contains(string(b), "/usr/bin") {
+		t.Fatalf("specs leak argv: %s", b)
+	}
+}
+
+func TestMaxArgsIsEnforced(t *testing.T) {
+	echo := need(t, "/bin/echo")
+	r := newRunner(t, Options{Commands: map[string]Spec{
+		"one":  {Argv: []string{echo}, MaxArgs: 1},
+		"none": {Argv: []string{echo}, NoArgs: true},
+	}})
+	if res := run(r, "one", 0, "a"); res.ExitCode != 0 {
+		t.Fatalf("one arg: %+v", res)
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+	}{{"one", []string{"a", "b"}}, {"none", []string{"a"}}, {"info", []string{"x"}}} {
+		res := run(r, c.name, 0, c.args...)
+		if res.ExitCode != ExitRefused || !strings.Contains(res.Error, "takes at most") {
+			t.Fatalf("%s %v: %+v", c.name, c.args, res)
+		}
+	}
+}

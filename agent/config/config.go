@@ -85,6 +85,11 @@ type Command struct {
 	Argv []string `yaml:"argv"`
 	// Timeout bounds one run (e.g. "10s"; empty = the agent's default).
 	Timeout Duration `yaml:"timeout"`
+	// Usage tells people how the arguments look ("<service>"); the agent
+	// reports it with the command's name (never argv) to the server.
+	Usage string `yaml:"usage"`
+	// MaxArgs bounds the request's arguments (absent = 64; 0 = none).
+	MaxArgs *int `yaml:"max_args"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("10s").
@@ -111,7 +116,11 @@ func (f *File) CommandSpecs() map[string]command.Spec {
 	}
 	m := make(map[string]command.Spec, len(f.Commands))
 	for name, c := range f.Commands {
-		m[name] = command.Spec{Argv: c.Argv, Timeout: time.Duration(c.Timeout)}
+		s := command.Spec{Argv: c.Argv, Timeout: time.Duration(c.Timeout), Usage: c.Usage}
+		if c.MaxArgs != nil {
+			s.MaxArgs, s.NoArgs = *c.MaxArgs, *c.MaxArgs == 0
+		}
+		m[name] = s
 	}
 	return m
 }
@@ -204,7 +213,7 @@ func clarify(err error) error {
 			known := "server, device_id, labels, legacy_no_pong, output_cap, commands, ca, tls_cert, tls_key, tls, token_file"
 			where := "top level"
 			if sub[2] == "Command" {
-				known, where = "argv, timeout", "a command"
+				known, where = "argv, timeout, usage, max_args", "a command"
 			}
 			return fmt.Sprintf("unknown field %q in %s (known fields: %s)", sub[1], where, known)
 		})
@@ -242,6 +251,12 @@ func (f *File) Validate() error {
 		}
 		if c.Timeout < 0 {
 			return fmt.Errorf("commands.%s: timeout %v is negative", name, time.Duration(c.Timeout))
+		}
+		if len(c.Usage) > command.MaxUsageBytes {
+			return fmt.Errorf("commands.%s: usage is %d bytes, at most %d", name, len(c.Usage), command.MaxUsageBytes)
+		}
+		if c.MaxArgs != nil && (*c.MaxArgs < 0 || *c.MaxArgs > command.MaxArgs) {
+			return fmt.Errorf("commands.%s: max_args %d: want 0 to %d", name, *c.MaxArgs, command.MaxArgs)
 		}
 	}
 	return nil

@@ -34,7 +34,10 @@ commands:
   uptime:
     argv: ["/usr/bin/uptime"]
     timeout: 5s
+    max_args: 0
   restart-app:
+    usage: "<unit>"
+    max_args: 1
     argv: ["/usr/bin/systemctl", "restart", "app"]
 `
 
@@ -50,10 +53,10 @@ func TestLoadReadsEveryField(t *testing.T) {
 		t.Fatalf("labels = %v", f.Labels)
 	}
 	specs := f.CommandSpecs()
-	if s := specs["uptime"]; len(s.Argv) != 1 || s.Timeout != 5*time.Second {
+	if s := specs["uptime"]; len(s.Argv) != 1 || s.Timeout != 5*time.Second || !s.NoArgs {
 		t.Fatalf("uptime = %+v", s)
 	}
-	if s := specs["restart-app"]; len(s.Argv) != 3 || s.Timeout != 0 {
+	if s := specs["restart-app"]; len(s.Argv) != 3 || s.Timeout != 0 || s.Usage != "<unit>" || s.MaxArgs != 1 || s.NoArgs {
 		t.Fatalf("restart-app = %+v", s)
 	}
 }
@@ -63,7 +66,7 @@ func TestUnknownFieldsAreRejectedClearly(t *testing.T) {
 		name, body, want string
 	}{
 		{"top level", "serevr: x:1\n", `line 1: unknown field "serevr" in top level (known fields: server,`},
-		{"in a command", "commands:\n  up:\n    argv: [/bin/true]\n    shell: true\n", `line 4: unknown field "shell" in a command (known fields: argv, timeout)`},
+		{"in a command", "commands:\n  up:\n    argv: [/bin/true]\n    shell: true\n", `line 4: unknown field "shell" in a command (known fields: argv, timeout, usage, max_args)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(write(t, tc.body, 0o600))
@@ -96,6 +99,9 @@ func TestInvalidValuesAreRejected(t *testing.T) {
 		{"empty argv", "commands:\n  up:\n    timeout: 1s\n", "argv is empty"},
 		{"built-in redefined", "commands:\n  echo:\n    argv: [/bin/echo]\n", "built-in"},
 		{"bad command name", "commands:\n  \"a b\":\n    argv: [/bin/true]\n", "command name"},
+		{"negative max_args", "commands:\n  up:\n    argv: [/bin/true]\n    max_args: -1\n", "max_args -1"},
+		{"huge max_args", "commands:\n  up:\n    argv: [/bin/true]\n    max_args: 65\n", "max_args 65"},
+		{"long usage", "commands:\n  up:\n    argv: [/bin/true]\n    usage: " + strings.Repeat("u", 129) + "\n", "usage is 129 bytes"},
 		{"bad device id", "device_id: \"a/b\"\n", "device_id"},
 		{"huge output cap", "output_cap: 100000000\n", "output_cap"},
 		{"wrong type", "labels: [a, b]\n", "cannot unmarshal"},

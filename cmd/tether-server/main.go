@@ -24,6 +24,7 @@ import (
 	"github.com/tetherhq/tether/internal/version"
 	"github.com/tetherhq/tether/server"
 	"github.com/tetherhq/tether/server/proxyproto"
+	"github.com/tetherhq/tether/server/registry"
 )
 
 func main() {
@@ -67,6 +68,9 @@ func run(args []string) error {
 	fs.IntVar(&cfg.CommandOutputCap, "command-output-cap", 64<<10, "command output relayed to callers is cut at this many bytes (and flagged)")
 	fs.IntVar(&cfg.Session.MaxInflightCommands, "max-inflight-commands", 64, "commands in flight per session; more answer RESOURCE_EXHAUSTED")
 	fs.DurationVar(&cfg.DeviceRetention, "device-retention", 7*24*time.Hour, "how long an offline device stays known in the registry")
+	fs.DurationVar(&cfg.Fleet.NeverConnectedRetention, "never-connected-retention", registry.DefaultNeverConnectedRetention, "how long a pre-registered device that never connected stays known")
+	fs.DurationVar(&cfg.Fleet.HistoryRetention, "history-retention", registry.DefaultHistoryRetention, "how long a device's session history is kept after its last session ended")
+	fs.IntVar(&cfg.Fleet.HistoryLen, "history-length", registry.DefaultHistoryLen, fmt.Sprintf("ended sessions kept per device (1-%d)", registry.MaxHistoryLen))
 	fs.StringVar(&cfg.Security.TLSCert, "tls-cert", "", "server certificate (PEM); with --tls-key turns TLS on for gRPC and --http (re-read when the file changes)")
 	fs.StringVar(&cfg.Security.TLSKey, "tls-key", "", "server private key (PEM)")
 	fs.StringVar(&cfg.Security.ClientCA, "client-ca", "", "CA bundle (PEM) that verifies client certificates: devices (URI SAN tether://device/<id>; the CN only with --cert-cn-device) and replicas (tether://peer/<node>)")
@@ -174,11 +178,15 @@ func validate(fs *flag.FlagSet) error {
 		return err
 	}
 	if err := envflag.Positive(fs, "ping-interval", "ping-timeout", "hello-timeout", "lease-ttl",
-		"mirror-interval", "drain-timeout", "device-retention", "flap-cooldown", "job-retention", "job-lease-ttl"); err != nil {
+		"mirror-interval", "drain-timeout", "device-retention", "flap-cooldown", "job-retention", "job-lease-ttl",
+		"never-connected-retention", "history-retention"); err != nil {
 		return err
 	}
 	if err := checkJobFlags(fs); err != nil {
 		return err
+	}
+	if v := fs.Lookup("history-length").Value.(flag.Getter).Get().(int); v < 1 || v > registry.MaxHistoryLen {
+		return fmt.Errorf("%s: want 1 to %d", envflag.Source(fs, "history-length"), registry.MaxHistoryLen)
 	}
 	for _, n := range []string{"command-output-cap", "max-inflight-commands", "flap-limit"} {
 		if v := fs.Lookup(n).Value.(flag.Getter).Get().(int); v <= 0 {

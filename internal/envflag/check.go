@@ -21,7 +21,7 @@ var Known = []string{
 	// tether-server
 	"listen", "http", "metrics", "advertise", "redis", "node", "ping-interval", "ping-timeout",
 	"hello-timeout", "lease-ttl", "mirror-interval", "drain-timeout", "command-output-cap",
-	"max-inflight-commands", "device-retention", "tls-cert", "tls-key", "client-ca", "peer-ca",
+	"max-inflight-commands", "device-retention", "never-connected-retention", "history-retention", "history-length", "tls-cert", "tls-key", "client-ca", "peer-ca",
 	"token-secret-file", "api-keys-file", "api-keys", "cluster-secret-file", "insecure",
 	"hello-rate", "hello-burst", "hello-rate-loopback", "flap-limit", "flap-cooldown",
 	"proxy-protocol-from", "store-timeout", "reconcile-interval", "max-pending-hellos", "shed-sched-latency",

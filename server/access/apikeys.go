@@ -20,11 +20,13 @@ type Role int
 // Roles, weakest first.
 const (
 	RoleNone Role = iota
-	// RoleViewer reads: ListDevices, GetDevice, WatchDevices.
+	// RoleViewer reads: ListDevices, GetDevice, WatchDevices,
+	// GetDeviceHistory, GetInventory, ListNodes.
 	RoleViewer
-	// RoleOperator also acts on devices: SendCommand, DisconnectDevice.
+	// RoleOperator also acts on devices: SendCommand, DisconnectDevice,
+	// PreRegisterDevice.
 	RoleOperator
-	// RoleAdmin also administers: reflection, token admin.
+	// RoleAdmin also administers: DeleteDevice, reflection, token admin.
 	RoleAdmin
 )
 

@@ -122,11 +122,16 @@ var methodRoles = map[string]Role{
 	devicePrefix + "DisconnectDevice":          RoleOperator,
 	// Jobs send commands, and their results hold command output: every
 	// JobService method is for operators.
-	jobPrefix + "CreateJob":      RoleOperator,
-	jobPrefix + "GetJob":         RoleOperator,
-	jobPrefix + "ListJobs":       RoleOperator,
-	jobPrefix + "ListJobResults": RoleOperator,
-	jobPrefix + "CancelJob":      RoleOperator,
+	jobPrefix + "CreateJob":            RoleOperator,
+	jobPrefix + "GetJob":               RoleOperator,
+	jobPrefix + "ListJobs":             RoleOperator,
+	jobPrefix + "ListJobResults":       RoleOperator,
+	jobPrefix + "CancelJob":            RoleOperator,
+	devicePrefix + "GetDeviceHistory":  RoleViewer,
+	devicePrefix + "GetInventory":      RoleViewer,
+	devicePrefix + "ListNodes":         RoleViewer,
+	devicePrefix + "PreRegisterDevice": RoleOperator,
+	devicePrefix + "DeleteDevice":      RoleAdmin,
 }
 
 // RequiredRole is the API-key role a method needs (RoleNone: not an

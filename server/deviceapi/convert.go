@@ -11,7 +11,7 @@ import (
 // deviceProto converts a record (the router merges live session state in
 // first: Router.Merge).
 func deviceProto(r registry.Record) *tetherv1.Device {
-	d := &tetherv1.Device{DeviceId: r.DeviceID, Online: r.Online(), Info: r.Info}
+	d := &tetherv1.Device{DeviceId: r.DeviceID, Online: r.Online(), Info: r.Info, State: stateOf(r)}
 	if !r.FirstSeen.IsZero() {
 		d.FirstSeen = timestamppb.New(r.FirstSeen)
 	}

@@ -97,6 +97,8 @@ type Service struct {
 	watchMu     sync.Mutex
 	watches     watchSlots
 	wm          watchMetrics
+
+	fleet fleetViews // inventory cache (inventory.go)
 }
 
 // Close ends every open WatchDevices stream.

@@ -17,6 +17,11 @@ const (
 	MaxInfoStringBytes    = 256 // mac, hostname, os, arch, boot_id, agent_version
 	MaxInfoIPAddresses    = 32
 	MaxInfoIPAddressBytes = 64
+	// The reported allow-list: names and argument shapes.
+	MaxInfoCommands      = 64
+	MaxCommandNameBytes  = 64
+	MaxCommandUsageBytes = 128
+	MaxCommandArgs       = 64
 )
 
 // InfoUpdate rate: a session may send InfoUpdateBurst updates at once, then
@@ -55,6 +60,20 @@ func ValidateInfo(info *tetherv1.DeviceInfo) error {
 	for i, a := range info.GetIpAddresses() {
 		if len(a) > MaxInfoIPAddressBytes {
 			return fmt.Errorf("info.ip_addresses[%d]: %d bytes, at most %d", i, len(a), MaxInfoIPAddressBytes)
+		}
+	}
+	if n := len(info.GetCommands()); n > MaxInfoCommands {
+		return fmt.Errorf("info.commands: %d commands, at most %d", n, MaxInfoCommands)
+	}
+	for i, c := range info.GetCommands() {
+		if n := len(c.GetName()); n == 0 || n > MaxCommandNameBytes {
+			return fmt.Errorf("info.commands[%d].name: %d bytes, want 1 to %d", i, n, MaxCommandNameBytes)
+		}
+		if n := len(c.GetUsage()); n > MaxCommandUsageBytes {
+			return fmt.Errorf("info.commands[%d].usage: %d bytes, at most %d", i, n, MaxCommandUsageBytes)
+		}
+		if m := c.GetMaxArgs(); m < 0 || m > MaxCommandArgs {
+			return fmt.Errorf("info.commands[%d].max_args: %d, want 0 to %d", i, m, MaxCommandArgs)
 		}
 	}
 	if n := len(info.GetLabels()); n > MaxInfoLabels {

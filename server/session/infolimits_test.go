@@ -27,6 +27,9 @@ func TestOversizedHelloInfoIsRefusedWithClearStatus(t *testing.T) {
 	}{
 		{"too many labels", &tetherv1.DeviceInfo{Labels: labels}, "info.labels: 65 labels, at most 64"},
 		{"long label value", &tetherv1.DeviceInfo{Labels: map[string]string{"k": strings.Repeat("x", 1<<20)}}, `info.labels["k"]: value of 1048576 bytes, at most 256`},
+		{"long command usage", &tetherv1.DeviceInfo{Commands: []*tetherv1.CommandSpec{{Name: "x", Usage: strings.Repeat("u", 200)}}}, "info.commands[0].usage: 200 bytes, at most 128"},
+		{"command without name", &tetherv1.DeviceInfo{Commands: []*tetherv1.CommandSpec{{}}}, "info.commands[0].name: 0 bytes, want 1 to 64"},
+		{"too many commands", &tetherv1.DeviceInfo{Commands: make([]*tetherv1.CommandSpec, 65)}, "info.commands: 65 commands, at most 64"},
 		{"long hostname", &tetherv1.DeviceInfo{Hostname: strings.Repeat("h", 300)}, "info.hostname: 300 bytes, at most 256"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -234,6 +234,62 @@ func (DeviceRestart) EnumDescriptor() ([]byte, []int) {
 	return file_tether_v1_device_proto_rawDescGZIP(), []int{2}
 }
 
+// DeviceState is a device's presence, as a single value.
+type DeviceState int32
+
+const (
+	DeviceState_DEVICE_STATE_UNSPECIFIED DeviceState = 0
+	// A live session.
+	DeviceState_DEVICE_STATE_ONLINE DeviceState = 1
+	// Connected before, no live session now.
+	DeviceState_DEVICE_STATE_OFFLINE DeviceState = 2
+	// Pre-registered and never connected.
+	DeviceState_DEVICE_STATE_NEVER_CONNECTED DeviceState = 3
+)
+
+// Enum value maps for DeviceState.
+var (
+	DeviceState_name = map[int32]string{
+		0: "DEVICE_STATE_UNSPECIFIED",
+		1: "DEVICE_STATE_ONLINE",
+		2: "DEVICE_STATE_OFFLINE",
+		3: "DEVICE_STATE_NEVER_CONNECTED",
+	}
+	DeviceState_value = map[string]int32{
+		"DEVICE_STATE_UNSPECIFIED":     0,
+		"DEVICE_STATE_ONLINE":          1,
+		"DEVICE_STATE_OFFLINE":         2,
+		"DEVICE_STATE_NEVER_CONNECTED": 3,
+	}
+)
+
+func (x DeviceState) Enum() *DeviceState {
+	p := new(DeviceState)
+	*p = x
+	return p
+}
+
+func (x DeviceState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeviceState) Descriptor() protoreflect.EnumDescriptor {
+	return file_tether_v1_device_proto_enumTypes[3].Descriptor()
+}
+
+func (DeviceState) Type() protoreflect.EnumType {
+	return &file_tether_v1_device_proto_enumTypes[3]
+}
+
+func (x DeviceState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeviceState.Descriptor instead.
+func (DeviceState) EnumDescriptor() ([]byte, []int) {
+	return file_tether_v1_device_proto_rawDescGZIP(), []int{3}
+}
+
 // DeviceInfo is what an agent reports about its device.
 type DeviceInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -252,7 +308,11 @@ type DeviceInfo struct {
 	// The kernel boot id; a new one means the device restarted.
 	BootId string `protobuf:"bytes,7,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
 	// The agent's version.
-	AgentVersion  string `protobuf:"bytes,8,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	AgentVersion string `protobuf:"bytes,8,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	// The commands the agent's allow-list accepts: names and argument shapes
+	// only, never the programs or paths they run. Empty from agents that do
+	// not report it.
+	Commands      []*CommandSpec `protobuf:"bytes,9,rep,name=commands,proto3" json:"commands,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -343,6 +403,87 @@ func (x *DeviceInfo) GetAgentVersion() string {
 	return ""
 }
 
+func (x *DeviceInfo) GetCommands() []*CommandSpec {
+	if x != nil {
+		return x.Commands
+	}
+	return nil
+}
+
+// CommandSpec describes one allow-listed command as an agent reports it.
+type CommandSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The command name (1-64 of [A-Za-z0-9._-]).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// How its arguments look, for people ("<service>", "<text>..."); empty
+	// when it takes none or the config says nothing.
+	Usage string `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`
+	// The most arguments it accepts (0: none).
+	MaxArgs int32 `protobuf:"varint,3,opt,name=max_args,json=maxArgs,proto3" json:"max_args,omitempty"`
+	// The longest a run may take on the device (absent: the agent's default).
+	Timeout       *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandSpec) Reset() {
+	*x = CommandSpec{}
+	mi := &file_tether_v1_device_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandSpec) ProtoMessage() {}
+
+func (x *CommandSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_v1_device_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandSpec.ProtoReflect.Descriptor instead.
+func (*CommandSpec) Descriptor() ([]byte, []int) {
+	return file_tether_v1_device_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CommandSpec) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CommandSpec) GetUsage() string {
+	if x != nil {
+		return x.Usage
+	}
+	return ""
+}
+
+func (x *CommandSpec) GetMaxArgs() int32 {
+	if x != nil {
+		return x.MaxArgs
+	}
+	return 0
+}
+
+func (x *CommandSpec) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
 // Session is a device's current connection.
 type Session struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -367,7 +508,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_tether_v1_device_proto_msgTypes[1]
+	mi := &file_tether_v1_device_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -379,7 +520,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_tether_v1_device_proto_msgTypes[1]
+	mi := &file_tether_v1_device_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -392,7 +533,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_tether_v1_device_proto_rawDescGZIP(), []int{1}
+	return file_tether_v1_device_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Session) GetLeaseId() uint64 {
@@ -465,7 +606,7 @@ type Disconnect struct {
 
 func (x *Disconnect) Reset() {
 	*x = Disconnect{}
-	mi := &file_tether_v1_device_proto_msgTypes[2]
+	mi := &file_tether_v1_device_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +618,7 @@ func (x *Disconnect) String() string {
 func (*Disconnect) ProtoMessage() {}
 
 func (x *Disconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_tether_v1_device_proto_msgTypes[2]
+	mi := &file_tether_v1_device_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +631,7 @@ func (x *Disconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disconnect.ProtoReflect.Descriptor instead.
 func (*Disconnect) Descriptor() ([]byte, []int) {
-	return file_tether_v1_device_proto_rawDescGZIP(), []int{2}
+	return file_tether_v1_device_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Disconnect) GetReason() DisconnectReason {
@@ -549,14 +690,16 @@ type Device struct {
 	// The last session end, if any.
 	LastDisconnect *Disconnect `protobuf:"bytes,5,opt,name=last_disconnect,json=lastDisconnect,proto3" json:"last_disconnect,omitempty"`
 	// When the device was first seen by this registry.
-	FirstSeen     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	FirstSeen *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	// Online, offline, or never connected (pre-registered).
+	State         DeviceState `protobuf:"varint,7,opt,name=state,proto3,enum=tether.v1.DeviceState" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_tether_v1_device_proto_msgTypes[3]
+	mi := &file_tether_v1_device_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +711,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_tether_v1_device_proto_msgTypes[3]
+	mi := &file_tether_v1_device_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +724,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_tether_v1_device_proto_rawDescGZIP(), []int{3}
+	return file_tether_v1_device_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Device) GetDeviceId() string {
@@ -626,11 +769,18 @@ func (x *Device) GetFirstSeen() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Device) GetState() DeviceState {
+	if x != nil {
+		return x.State
+	}
+	return DeviceState_DEVICE_STATE_UNSPECIFIED
+}
+
 var File_tether_v1_device_proto protoreflect.FileDescriptor
 
 const file_tether_v1_device_proto_rawDesc = "" +
 	"\n" +
-	"\x16tether/v1/device.proto\x12\ttether.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x02\n" +
+	"\x16tether/v1/device.proto\x12\ttether.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x02\n" +
 	"\n" +
 	"DeviceInfo\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x1a\n" +
@@ -640,10 +790,16 @@ const file_tether_v1_device_proto_rawDesc = "" +
 	"\x04arch\x18\x05 \x01(\tR\x04arch\x129\n" +
 	"\x06labels\x18\x06 \x03(\v2!.tether.v1.DeviceInfo.LabelsEntryR\x06labels\x12\x17\n" +
 	"\aboot_id\x18\a \x01(\tR\x06bootId\x12#\n" +
-	"\ragent_version\x18\b \x01(\tR\fagentVersion\x1a9\n" +
+	"\ragent_version\x18\b \x01(\tR\fagentVersion\x122\n" +
+	"\bcommands\x18\t \x03(\v2\x16.tether.v1.CommandSpecR\bcommands\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcb\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x87\x01\n" +
+	"\vCommandSpec\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05usage\x18\x02 \x01(\tR\x05usage\x12\x19\n" +
+	"\bmax_args\x18\x03 \x01(\x05R\amaxArgs\x123\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xcb\x02\n" +
 	"\aSession\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\x04R\aleaseId\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12%\n" +
@@ -659,7 +815,7 @@ const file_tether_v1_device_proto_rawDesc = "" +
 	"\blease_id\x18\x03 \x01(\x04R\aleaseId\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x122\n" +
 	"\arestart\x18\x05 \x01(\x0e2\x18.tether.v1.DeviceRestartR\arestart\x12\x12\n" +
-	"\x04node\x18\x06 \x01(\tR\x04node\"\x91\x02\n" +
+	"\x04node\x18\x06 \x01(\tR\x04node\"\xbf\x02\n" +
 	"\x06Device\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x16\n" +
 	"\x06online\x18\x02 \x01(\bR\x06online\x12)\n" +
@@ -667,7 +823,8 @@ const file_tether_v1_device_proto_rawDesc = "" +
 	"\asession\x18\x04 \x01(\v2\x12.tether.v1.SessionR\asession\x12>\n" +
 	"\x0flast_disconnect\x18\x05 \x01(\v2\x15.tether.v1.DisconnectR\x0elastDisconnect\x129\n" +
 	"\n" +
-	"first_seen\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen*k\n" +
+	"first_seen\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x12,\n" +
+	"\x05state\x18\a \x01(\x0e2\x16.tether.v1.DeviceStateR\x05state*k\n" +
 	"\fLivenessMode\x12\x1d\n" +
 	"\x19LIVENESS_MODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16LIVENESS_MODE_APP_PONG\x10\x01\x12 \n" +
@@ -692,7 +849,12 @@ const file_tether_v1_device_proto_rawDesc = "" +
 	"\rDeviceRestart\x12\x1e\n" +
 	"\x1aDEVICE_RESTART_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18DEVICE_RESTART_RESTARTED\x10\x01\x12\x1c\n" +
-	"\x18DEVICE_RESTART_SAME_BOOT\x10\x02B3Z1github.com/tetherhq/tether/api/tether/v1;tetherv1b\x06proto3"
+	"\x18DEVICE_RESTART_SAME_BOOT\x10\x02*\x80\x01\n" +
+	"\vDeviceState\x12\x1c\n" +
+	"\x18DEVICE_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13DEVICE_STATE_ONLINE\x10\x01\x12\x18\n" +
+	"\x14DEVICE_STATE_OFFLINE\x10\x02\x12 \n" +
+	"\x1cDEVICE_STATE_NEVER_CONNECTED\x10\x03B3Z1github.com/tetherhq/tether/api/tether/v1;tetherv1b\x06proto3"
 
 var (
 	file_tether_v1_device_proto_rawDescOnce sync.Once
@@ -706,38 +868,43 @@ func file_tether_v1_device_proto_rawDescGZIP() []byte {
 	return file_tether_v1_device_proto_rawDescData
 }
 
-var file_tether_v1_device_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_tether_v1_device_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_tether_v1_device_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_tether_v1_device_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_tether_v1_device_proto_goTypes = []any{
 	(LivenessMode)(0),             // 0: tether.v1.LivenessMode
 	(DisconnectReason)(0),         // 1: tether.v1.DisconnectReason
 	(DeviceRestart)(0),            // 2: tether.v1.DeviceRestart
-	(*DeviceInfo)(nil),            // 3: tether.v1.DeviceInfo
-	(*Session)(nil),               // 4: tether.v1.Session
-	(*Disconnect)(nil),            // 5: tether.v1.Disconnect
-	(*Device)(nil),                // 6: tether.v1.Device
-	nil,                           // 7: tether.v1.DeviceInfo.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
+	(DeviceState)(0),              // 3: tether.v1.DeviceState
+	(*DeviceInfo)(nil),            // 4: tether.v1.DeviceInfo
+	(*CommandSpec)(nil),           // 5: tether.v1.CommandSpec
+	(*Session)(nil),               // 6: tether.v1.Session
+	(*Disconnect)(nil),            // 7: tether.v1.Disconnect
+	(*Device)(nil),                // 8: tether.v1.Device
+	nil,                           // 9: tether.v1.DeviceInfo.LabelsEntry
+	(*durationpb.Duration)(nil),   // 10: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_tether_v1_device_proto_depIdxs = []int32{
-	7,  // 0: tether.v1.DeviceInfo.labels:type_name -> tether.v1.DeviceInfo.LabelsEntry
-	8,  // 1: tether.v1.Session.connected_at:type_name -> google.protobuf.Timestamp
-	8,  // 2: tether.v1.Session.last_seen:type_name -> google.protobuf.Timestamp
-	9,  // 3: tether.v1.Session.last_rtt:type_name -> google.protobuf.Duration
-	0,  // 4: tether.v1.Session.liveness_mode:type_name -> tether.v1.LivenessMode
-	1,  // 5: tether.v1.Disconnect.reason:type_name -> tether.v1.DisconnectReason
-	8,  // 6: tether.v1.Disconnect.time:type_name -> google.protobuf.Timestamp
-	2,  // 7: tether.v1.Disconnect.restart:type_name -> tether.v1.DeviceRestart
-	3,  // 8: tether.v1.Device.info:type_name -> tether.v1.DeviceInfo
-	4,  // 9: tether.v1.Device.session:type_name -> tether.v1.Session
-	5,  // 10: tether.v1.Device.last_disconnect:type_name -> tether.v1.Disconnect
-	8,  // 11: tether.v1.Device.first_seen:type_name -> google.protobuf.Timestamp
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	9,  // 0: tether.v1.DeviceInfo.labels:type_name -> tether.v1.DeviceInfo.LabelsEntry
+	5,  // 1: tether.v1.DeviceInfo.commands:type_name -> tether.v1.CommandSpec
+	10, // 2: tether.v1.CommandSpec.timeout:type_name -> google.protobuf.Duration
+	11, // 3: tether.v1.Session.connected_at:type_name -> google.protobuf.Timestamp
+	11, // 4: tether.v1.Session.last_seen:type_name -> google.protobuf.Timestamp
+	10, // 5: tether.v1.Session.last_rtt:type_name -> google.protobuf.Duration
+	0,  // 6: tether.v1.Session.liveness_mode:type_name -> tether.v1.LivenessMode
+	1,  // 7: tether.v1.Disconnect.reason:type_name -> tether.v1.DisconnectReason
+	11, // 8: tether.v1.Disconnect.time:type_name -> google.protobuf.Timestamp
+	2,  // 9: tether.v1.Disconnect.restart:type_name -> tether.v1.DeviceRestart
+	4,  // 10: tether.v1.Device.info:type_name -> tether.v1.DeviceInfo
+	6,  // 11: tether.v1.Device.session:type_name -> tether.v1.Session
+	7,  // 12: tether.v1.Device.last_disconnect:type_name -> tether.v1.Disconnect
+	11, // 13: tether.v1.Device.first_seen:type_name -> google.protobuf.Timestamp
+	3,  // 14: tether.v1.Device.state:type_name -> tether.v1.DeviceState
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_tether_v1_device_proto_init() }
@@ -750,8 +917,8 @@ func file_tether_v1_device_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tether_v1_device_proto_rawDesc), len(file_tether_v1_device_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   5,
+			NumEnums:      4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -97,20 +97,26 @@ const (
 	EventType_EVENT_TYPE_HEARTBEAT EventType = 7
 	// A device id was put in flapping cooldown.
 	EventType_EVENT_TYPE_FLAPPING EventType = 8
+	// A device was pre-registered (PreRegisterDevice); it has never connected.
+	EventType_EVENT_TYPE_REGISTERED EventType = 9
+	// A device's record was deleted (DeleteDevice).
+	EventType_EVENT_TYPE_DELETED EventType = 10
 )
 
 // Enum value maps for EventType.
 var (
 	EventType_name = map[int32]string{
-		0: "EVENT_TYPE_UNSPECIFIED",
-		1: "EVENT_TYPE_ONLINE",
-		2: "EVENT_TYPE_OFFLINE",
-		3: "EVENT_TYPE_REPLACED",
-		4: "EVENT_TYPE_INFO_CHANGED",
-		5: "EVENT_TYPE_SNAPSHOT",
-		6: "EVENT_TYPE_SNAPSHOT_END",
-		7: "EVENT_TYPE_HEARTBEAT",
-		8: "EVENT_TYPE_FLAPPING",
+		0:  "EVENT_TYPE_UNSPECIFIED",
+		1:  "EVENT_TYPE_ONLINE",
+		2:  "EVENT_TYPE_OFFLINE",
+		3:  "EVENT_TYPE_REPLACED",
+		4:  "EVENT_TYPE_INFO_CHANGED",
+		5:  "EVENT_TYPE_SNAPSHOT",
+		6:  "EVENT_TYPE_SNAPSHOT_END",
+		7:  "EVENT_TYPE_HEARTBEAT",
+		8:  "EVENT_TYPE_FLAPPING",
+		9:  "EVENT_TYPE_REGISTERED",
+		10: "EVENT_TYPE_DELETED",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":  0,
@@ -122,6 +128,8 @@ var (
 		"EVENT_TYPE_SNAPSHOT_END": 6,
 		"EVENT_TYPE_HEARTBEAT":    7,
 		"EVENT_TYPE_FLAPPING":     8,
+		"EVENT_TYPE_REGISTERED":   9,
+		"EVENT_TYPE_DELETED":      10,
 	}
 )
 
@@ -152,6 +160,810 @@ func (EventType) EnumDescriptor() ([]byte, []int) {
 	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{1}
 }
 
+// GetDeviceHistoryRequest names a device.
+type GetDeviceHistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The device id.
+	DeviceId string `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// Most entries to return (default and max: the server's history length).
+	PageSize      int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeviceHistoryRequest) Reset() {
+	*x = GetDeviceHistoryRequest{}
+	mi := &file_tether_v1_device_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeviceHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeviceHistoryRequest) ProtoMessage() {}
+
+func (x *GetDeviceHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_v1_device_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeviceHistoryRequest.ProtoReflect.Descriptor instead.
+func (*GetDeviceHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GetDeviceHistoryRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *GetDeviceHistoryRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+// SessionRecord is one ended session of a device.
+type SessionRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session's lease.
+	LeaseId uint64 `protobuf:"varint,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// The node that held it.
+	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// When it was accepted.
+	ConnectedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=connected_at,json=connectedAt,proto3" json:"connected_at,omitempty"`
+	// When it ended.
+	EndedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
+	// Why it ended.
+	Reason DisconnectReason `protobuf:"varint,5,opt,name=reason,proto3,enum=tether.v1.DisconnectReason" json:"reason,omitempty"`
+	// What the device's next Hello said about the end.
+	Restart DeviceRestart `protobuf:"varint,6,opt,name=restart,proto3,enum=tether.v1.DeviceRestart" json:"restart,omitempty"`
+	// The last recorded ping round-trip time.
+	LastRtt *durationpb.Duration `protobuf:"bytes,7,opt,name=last_rtt,json=lastRtt,proto3" json:"last_rtt,omitempty"`
+	// Detail (at most 128 bytes).
+	Message       string `protobuf:"bytes,8,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionRecord) Reset() {
+	*x = SessionRecord{}
+	mi := &file_tether_v1_device_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionRecord) ProtoMessage() {}
+
+func (x *SessionRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_v1_device_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionRecord.ProtoReflect.Descriptor instead.
+func (*SessionRecord) Descriptor() ([]byte, []int) {
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SessionRecord) GetLeaseId() uint64 {
+	if x != nil {
+		return x.LeaseId
+	}
+	return 0
+}
+
+func (x *SessionRecord) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *SessionRecord) GetConnectedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConnectedAt
+	}
+	return nil
+}
+
+func (x *SessionRecord) GetEndedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndedAt
+	}
+	return nil
+}
+
+func (x *SessionRecord) GetReason() DisconnectReason {
+	if x != nil {
+		return x.Reason
+	}
+	return DisconnectReason_DISCONNECT_REASON_UNSPECIFIED
+}
+
+func (x *SessionRecord) GetRestart() DeviceRestart {
+	if x != nil {
+		return x.Restart
+	}
+	return DeviceRestart_DEVICE_RESTART_UNSPECIFIED
+}
+
+func (x *SessionRecord) GetLastRtt() *durationpb.Duration {
+	if x != nil {
+		return x.LastRtt
+	}
+	return nil
+}
+
+func (x *SessionRecord) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// GetDeviceHistoryResponse holds the history.
+type GetDeviceHistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ended sessions, newest first.
+	Sessions      []*SessionRecord `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeviceHistoryResponse) Reset() {
+	*x = GetDeviceHistoryResponse{}
+	mi := &file_tether_v1_device_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeviceHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeviceHistoryResponse) ProtoMessage() {}
+
+func (x *GetDeviceHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_v1_device_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeviceHistoryResponse.ProtoReflect.Descriptor instead.
+func (*GetDeviceHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GetDeviceHistoryResponse) GetSessions() []*SessionRecord {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+// DeleteDeviceRequest names the device to delete.
+type DeleteDeviceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The device id.
+	DeviceId string `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// End the device's session first when it is online.
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteDeviceRequest) Reset() {
+	*x = DeleteDeviceRequest{}
+	mi := &file_tether_v1_device_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteDeviceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteDeviceRequest) ProtoMessage() {}
+
+func (x *DeleteDeviceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_v1_device_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteDeviceRequest.ProtoReflect.Descriptor instead.
+func (*DeleteDeviceRequest) Descriptor() ([]byte, []int) {
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DeleteDeviceRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *DeleteDeviceRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+// DeleteDeviceResponse says what was done.
+type DeleteDeviceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lease of the session force ended (0: none).
+	EndedLeaseId  uint64 `protobuf:"varint,1,opt,name=ended_lease_id,json=endedLeaseId,proto3" json:"ended_lease_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteDeviceResponse) Reset() {
+	*x = DeleteDeviceResponse{}
+	mi := &file_tether_v1_device_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteDeviceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteDeviceResponse) ProtoMessage() {}
+
+func (x *DeleteDeviceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_v1_device_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteDeviceResponse.ProtoReflect.Descriptor instead.
+func (*DeleteDeviceResponse) Descriptor() ([]byte, []int) {
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DeleteDeviceResponse) GetEndedLeaseId() uint64 {
+	if x != nil {
+		return x.EndedLeaseId
+	}
+	return 0
+}
+
+// PreRegisterDeviceRequest describes an expected device.
+type PreRegisterDeviceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The device id (1-64 of [A-Za-z0-9._-]).
+	DeviceId string `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// Labels the device has from the start; its agent's own labels win for
+	// the same key.
+	Labels        map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreRegisterDeviceRequest) Reset() {
+	*x = PreRegisterDeviceRequest{}
+	mi := &file_tether_v1_device_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreRegisterDeviceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreRegisterDeviceRequest) ProtoMessage() {}
+
+func (x *PreRegisterDeviceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_v1_device_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreRegisterDeviceRequest.ProtoReflect.Descriptor instead.
+func (*PreRegisterDeviceRequest) Descriptor() ([]byte, []int) {
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PreRegisterDeviceRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *PreRegisterDeviceRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+// PreRegisterDeviceResponse holds the new record.
+type PreRegisterDeviceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The device (state NEVER_CONNECTED).
+	Device        *Device `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreRegisterDeviceResponse) Reset() {
+	*x = PreRegisterDeviceResponse{}
+	mi := &file_tether_v1_device_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreRegisterDeviceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreRegisterDeviceResponse) ProtoMessage() {}
+
+func (x *PreRegisterDeviceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_v1_device_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreRegisterDeviceResponse.ProtoReflect.Descriptor instead.
+func (*PreRegisterDeviceResponse) Descriptor() ([]byte, []int) {
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PreRegisterDeviceResponse) GetDevice() *Device {
+	if x != nil {
+		return x.Device
+	}
+	return nil
+}
+
+// GetInventoryRequest chooses the label key to group by.
+type GetInventoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Group by this label key too (empty: no label grouping).
+	LabelKey      string `protobuf:"bytes,1,opt,name=label_key,json=labelKey,proto3" json:"label_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetInventoryRequest) Reset() {
+	*x = GetInventoryRequest{}
+	mi := &file_tether_v1_device_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetInventoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetInventoryRequest) ProtoMessage() {}
+
+func (x *GetInventoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_v1_device_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetInventoryRequest.ProtoReflect.Descriptor instead.
+func (*GetInventoryRequest) Descriptor() ([]byte, []int) {
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetInventoryRequest) GetLabelKey() string {
+	if x != nil {
+		return x.LabelKey
+	}
+	return ""
+}
+
+// Count is one bucket of a grouping.
+type Count struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The value ("(none)": devices without it; "(other)": values beyond the
+	// 100 most frequent).
+	Value string `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
+	// How many devices have it.
+	Count         int64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Count) Reset() {
+	*x = Count{}
+	mi := &file_tether_v1_device_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Count) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Count) ProtoMessage() {}
+
+func (x *Count) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_v1_device_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Count.ProtoReflect.Descriptor instead.
+func (*Count) Descriptor() ([]byte, []int) {
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Count) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *Count) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+// GetInventoryResponse holds the counts.
+type GetInventoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every device.
+	Total int64 `protobuf:"varint,1,opt,name=total,proto3" json:"total,omitempty"`
+	// By state.
+	Online         int64 `protobuf:"varint,2,opt,name=online,proto3" json:"online,omitempty"`
+	Offline        int64 `protobuf:"varint,3,opt,name=offline,proto3" json:"offline,omitempty"`
+	NeverConnected int64 `protobuf:"varint,4,opt,name=never_connected,json=neverConnected,proto3" json:"never_connected,omitempty"`
+	// Groupings, largest first.
+	ByAgentVersion []*Count `protobuf:"bytes,5,rep,name=by_agent_version,json=byAgentVersion,proto3" json:"by_agent_version,omitempty"`
+	ByOs           []*Count `protobuf:"bytes,6,rep,name=by_os,json=byOs,proto3" json:"by_os,omitempty"`
+	// Online devices by node.
+	ByNode []*Count `protobuf:"bytes,7,rep,name=by_node,json=byNode,proto3" json:"by_node,omitempty"`
+	// By the requested label key's value.
+	ByLabel []*Count `protobuf:"bytes,8,rep,name=by_label,json=byLabel,proto3" json:"by_label,omitempty"`
+	// The label key of by_label.
+	LabelKey string `protobuf:"bytes,9,opt,name=label_key,json=labelKey,proto3" json:"label_key,omitempty"`
+	// When the counts were taken (they may be reused for a few seconds).
+	ComputedAt    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=computed_at,json=computedAt,proto3" json:"computed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetInventoryResponse) Reset() {
+	*x = GetInventoryResponse{}
+	mi := &file_tether_v1_device_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetInventoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetInventoryResponse) ProtoMessage() {}
+
+func (x *GetInventoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_v1_device_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetInventoryResponse.ProtoReflect.Descriptor instead.
+func (*GetInventoryResponse) Descriptor() ([]byte, []int) {
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetInventoryResponse) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *GetInventoryResponse) GetOnline() int64 {
+	if x != nil {
+		return x.Online
+	}
+	return 0
+}
+
+func (x *GetInventoryResponse) GetOffline() int64 {
+	if x != nil {
+		return x.Offline
+	}
+	return 0
+}
+
+func (x *GetInventoryResponse) GetNeverConnected() int64 {
+	if x != nil {
+		return x.NeverConnected
+	}
+	return 0
+}
+
+func (x *GetInventoryResponse) GetByAgentVersion() []*Count {
+	if x != nil {
+		return x.ByAgentVersion
+	}
+	return nil
+}
+
+func (x *GetInventoryResponse) GetByOs() []*Count {
+	if x != nil {
+		return x.ByOs
+	}
+	return nil
+}
+
+func (x *GetInventoryResponse) GetByNode() []*Count {
+	if x != nil {
+		return x.ByNode
+	}
+	return nil
+}
+
+func (x *GetInventoryResponse) GetByLabel() []*Count {
+	if x != nil {
+		return x.ByLabel
+	}
+	return nil
+}
+
+func (x *GetInventoryResponse) GetLabelKey() string {
+	if x != nil {
+		return x.LabelKey
+	}
+	return ""
+}
+
+func (x *GetInventoryResponse) GetComputedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ComputedAt
+	}
+	return nil
+}
+
+// ListNodesRequest has no parameters.
+type ListNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesRequest) Reset() {
+	*x = ListNodesRequest{}
+	mi := &file_tether_v1_device_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesRequest) ProtoMessage() {}
+
+func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_v1_device_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
+func (*ListNodesRequest) Descriptor() ([]byte, []int) {
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{10}
+}
+
+// Node is one server replica.
+type Node struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Its peer address, while alive.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// Whether its liveness key is current.
+	Alive bool `protobuf:"varint,3,opt,name=alive,proto3" json:"alive,omitempty"`
+	// Sessions in its session index.
+	Sessions int64 `protobuf:"varint,4,opt,name=sessions,proto3" json:"sessions,omitempty"`
+	// Its last liveness renewal the registry recorded.
+	LastRenewed   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_renewed,json=lastRenewed,proto3" json:"last_renewed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Node) Reset() {
+	*x = Node{}
+	mi := &file_tether_v1_device_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Node) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Node) ProtoMessage() {}
+
+func (x *Node) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_v1_device_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Node.ProtoReflect.Descriptor instead.
+func (*Node) Descriptor() ([]byte, []int) {
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Node) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Node) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Node) GetAlive() bool {
+	if x != nil {
+		return x.Alive
+	}
+	return false
+}
+
+func (x *Node) GetSessions() int64 {
+	if x != nil {
+		return x.Sessions
+	}
+	return 0
+}
+
+func (x *Node) GetLastRenewed() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastRenewed
+	}
+	return nil
+}
+
+// ListNodesResponse lists nodes.
+type ListNodesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The nodes by name (those that renewed within the last 24 hours).
+	Nodes         []*Node `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesResponse) Reset() {
+	*x = ListNodesResponse{}
+	mi := &file_tether_v1_device_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesResponse) ProtoMessage() {}
+
+func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_v1_device_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
+func (*ListNodesResponse) Descriptor() ([]byte, []int) {
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListNodesResponse) GetNodes() []*Node {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
 // ListDevicesRequest asks for a page of devices.
 type ListDevicesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -169,7 +981,7 @@ type ListDevicesRequest struct {
 
 func (x *ListDevicesRequest) Reset() {
 	*x = ListDevicesRequest{}
-	mi := &file_tether_v1_device_service_proto_msgTypes[0]
+	mi := &file_tether_v1_device_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -181,7 +993,7 @@ func (x *ListDevicesRequest) String() string {
 func (*ListDevicesRequest) ProtoMessage() {}
 
 func (x *ListDevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tether_v1_device_service_proto_msgTypes[0]
+	mi := &file_tether_v1_device_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -194,7 +1006,7 @@ func (x *ListDevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevicesRequest.ProtoReflect.Descriptor instead.
 func (*ListDevicesRequest) Descriptor() ([]byte, []int) {
-	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{0}
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListDevicesRequest) GetPageSize() int32 {
@@ -238,7 +1050,7 @@ type ListDevicesResponse struct {
 
 func (x *ListDevicesResponse) Reset() {
 	*x = ListDevicesResponse{}
-	mi := &file_tether_v1_device_service_proto_msgTypes[1]
+	mi := &file_tether_v1_device_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -250,7 +1062,7 @@ func (x *ListDevicesResponse) String() string {
 func (*ListDevicesResponse) ProtoMessage() {}
 
 func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tether_v1_device_service_proto_msgTypes[1]
+	mi := &file_tether_v1_device_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -263,7 +1075,7 @@ func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevicesResponse.ProtoReflect.Descriptor instead.
 func (*ListDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{1}
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListDevicesResponse) GetDevices() []*Device {
@@ -291,7 +1103,7 @@ type GetDeviceRequest struct {
 
 func (x *GetDeviceRequest) Reset() {
 	*x = GetDeviceRequest{}
-	mi := &file_tether_v1_device_service_proto_msgTypes[2]
+	mi := &file_tether_v1_device_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +1115,7 @@ func (x *GetDeviceRequest) String() string {
 func (*GetDeviceRequest) ProtoMessage() {}
 
 func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tether_v1_device_service_proto_msgTypes[2]
+	mi := &file_tether_v1_device_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +1128,7 @@ func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceRequest.ProtoReflect.Descriptor instead.
 func (*GetDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{2}
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetDeviceRequest) GetDeviceId() string {
@@ -337,7 +1149,7 @@ type GetDeviceResponse struct {
 
 func (x *GetDeviceResponse) Reset() {
 	*x = GetDeviceResponse{}
-	mi := &file_tether_v1_device_service_proto_msgTypes[3]
+	mi := &file_tether_v1_device_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -349,7 +1161,7 @@ func (x *GetDeviceResponse) String() string {
 func (*GetDeviceResponse) ProtoMessage() {}
 
 func (x *GetDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tether_v1_device_service_proto_msgTypes[3]
+	mi := &file_tether_v1_device_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -362,7 +1174,7 @@ func (x *GetDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceResponse.ProtoReflect.Descriptor instead.
 func (*GetDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{3}
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetDeviceResponse) GetDevice() *Device {
@@ -386,7 +1198,7 @@ type WatchDevicesRequest struct {
 
 func (x *WatchDevicesRequest) Reset() {
 	*x = WatchDevicesRequest{}
-	mi := &file_tether_v1_device_service_proto_msgTypes[4]
+	mi := &file_tether_v1_device_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -398,7 +1210,7 @@ func (x *WatchDevicesRequest) String() string {
 func (*WatchDevicesRequest) ProtoMessage() {}
 
 func (x *WatchDevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tether_v1_device_service_proto_msgTypes[4]
+	mi := &file_tether_v1_device_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -411,7 +1223,7 @@ func (x *WatchDevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDevicesRequest.ProtoReflect.Descriptor instead.
 func (*WatchDevicesRequest) Descriptor() ([]byte, []int) {
-	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{4}
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WatchDevicesRequest) GetIncludeSnapshot() bool {
@@ -454,7 +1266,7 @@ type DeviceEvent struct {
 
 func (x *DeviceEvent) Reset() {
 	*x = DeviceEvent{}
-	mi := &file_tether_v1_device_service_proto_msgTypes[5]
+	mi := &file_tether_v1_device_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +1278,7 @@ func (x *DeviceEvent) String() string {
 func (*DeviceEvent) ProtoMessage() {}
 
 func (x *DeviceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_tether_v1_device_service_proto_msgTypes[5]
+	mi := &file_tether_v1_device_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +1291,7 @@ func (x *DeviceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceEvent.ProtoReflect.Descriptor instead.
 func (*DeviceEvent) Descriptor() ([]byte, []int) {
-	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{5}
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeviceEvent) GetEventId() string {
@@ -549,7 +1361,7 @@ type WatchDevicesResponse struct {
 
 func (x *WatchDevicesResponse) Reset() {
 	*x = WatchDevicesResponse{}
-	mi := &file_tether_v1_device_service_proto_msgTypes[6]
+	mi := &file_tether_v1_device_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +1373,7 @@ func (x *WatchDevicesResponse) String() string {
 func (*WatchDevicesResponse) ProtoMessage() {}
 
 func (x *WatchDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tether_v1_device_service_proto_msgTypes[6]
+	mi := &file_tether_v1_device_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +1386,7 @@ func (x *WatchDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDevicesResponse.ProtoReflect.Descriptor instead.
 func (*WatchDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{6}
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WatchDevicesResponse) GetEvent() *DeviceEvent {
@@ -601,7 +1413,7 @@ type SendCommandRequest struct {
 
 func (x *SendCommandRequest) Reset() {
 	*x = SendCommandRequest{}
-	mi := &file_tether_v1_device_service_proto_msgTypes[7]
+	mi := &file_tether_v1_device_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -613,7 +1425,7 @@ func (x *SendCommandRequest) String() string {
 func (*SendCommandRequest) ProtoMessage() {}
 
 func (x *SendCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tether_v1_device_service_proto_msgTypes[7]
+	mi := &file_tether_v1_device_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -626,7 +1438,7 @@ func (x *SendCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommandRequest.ProtoReflect.Descriptor instead.
 func (*SendCommandRequest) Descriptor() ([]byte, []int) {
-	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{7}
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SendCommandRequest) GetDeviceId() string {
@@ -684,7 +1496,7 @@ type SendCommandResponse struct {
 
 func (x *SendCommandResponse) Reset() {
 	*x = SendCommandResponse{}
-	mi := &file_tether_v1_device_service_proto_msgTypes[8]
+	mi := &file_tether_v1_device_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +1508,7 @@ func (x *SendCommandResponse) String() string {
 func (*SendCommandResponse) ProtoMessage() {}
 
 func (x *SendCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tether_v1_device_service_proto_msgTypes[8]
+	mi := &file_tether_v1_device_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +1521,7 @@ func (x *SendCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommandResponse.ProtoReflect.Descriptor instead.
 func (*SendCommandResponse) Descriptor() ([]byte, []int) {
-	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{8}
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SendCommandResponse) GetCommandId() string {
@@ -788,7 +1600,7 @@ type DisconnectDeviceRequest struct {
 
 func (x *DisconnectDeviceRequest) Reset() {
 	*x = DisconnectDeviceRequest{}
-	mi := &file_tether_v1_device_service_proto_msgTypes[9]
+	mi := &file_tether_v1_device_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +1612,7 @@ func (x *DisconnectDeviceRequest) String() string {
 func (*DisconnectDeviceRequest) ProtoMessage() {}
 
 func (x *DisconnectDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tether_v1_device_service_proto_msgTypes[9]
+	mi := &file_tether_v1_device_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +1625,7 @@ func (x *DisconnectDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectDeviceRequest.ProtoReflect.Descriptor instead.
 func (*DisconnectDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{9}
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DisconnectDeviceRequest) GetDeviceId() string {
@@ -843,7 +1655,7 @@ type DisconnectDeviceResponse struct {
 
 func (x *DisconnectDeviceResponse) Reset() {
 	*x = DisconnectDeviceResponse{}
-	mi := &file_tether_v1_device_service_proto_msgTypes[10]
+	mi := &file_tether_v1_device_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +1667,7 @@ func (x *DisconnectDeviceResponse) String() string {
 func (*DisconnectDeviceResponse) ProtoMessage() {}
 
 func (x *DisconnectDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tether_v1_device_service_proto_msgTypes[10]
+	mi := &file_tether_v1_device_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +1680,7 @@ func (x *DisconnectDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectDeviceResponse.ProtoReflect.Descriptor instead.
 func (*DisconnectDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{10}
+	return file_tether_v1_device_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DisconnectDeviceResponse) GetLeaseId() uint64 {
@@ -889,7 +1701,61 @@ var File_tether_v1_device_service_proto protoreflect.FileDescriptor
 
 const file_tether_v1_device_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1etether/v1/device_service.proto\x12\ttether.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tether/v1/device.proto\"\xae\x01\n" +
+	"\x1etether/v1/device_service.proto\x12\ttether.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tether/v1/device.proto\"S\n" +
+	"\x17GetDeviceHistoryRequest\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\"\xed\x02\n" +
+	"\rSessionRecord\x12\x19\n" +
+	"\blease_id\x18\x01 \x01(\x04R\aleaseId\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12=\n" +
+	"\fconnected_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\x125\n" +
+	"\bended_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x123\n" +
+	"\x06reason\x18\x05 \x01(\x0e2\x1b.tether.v1.DisconnectReasonR\x06reason\x122\n" +
+	"\arestart\x18\x06 \x01(\x0e2\x18.tether.v1.DeviceRestartR\arestart\x124\n" +
+	"\blast_rtt\x18\a \x01(\v2\x19.google.protobuf.DurationR\alastRtt\x12\x18\n" +
+	"\amessage\x18\b \x01(\tR\amessage\"P\n" +
+	"\x18GetDeviceHistoryResponse\x124\n" +
+	"\bsessions\x18\x01 \x03(\v2\x18.tether.v1.SessionRecordR\bsessions\"H\n" +
+	"\x13DeleteDeviceRequest\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"<\n" +
+	"\x14DeleteDeviceResponse\x12$\n" +
+	"\x0eended_lease_id\x18\x01 \x01(\x04R\fendedLeaseId\"\xbb\x01\n" +
+	"\x18PreRegisterDeviceRequest\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12G\n" +
+	"\x06labels\x18\x02 \x03(\v2/.tether.v1.PreRegisterDeviceRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"F\n" +
+	"\x19PreRegisterDeviceResponse\x12)\n" +
+	"\x06device\x18\x01 \x01(\v2\x11.tether.v1.DeviceR\x06device\"2\n" +
+	"\x13GetInventoryRequest\x12\x1b\n" +
+	"\tlabel_key\x18\x01 \x01(\tR\blabelKey\"3\n" +
+	"\x05Count\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\tR\x05value\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\"\x9c\x03\n" +
+	"\x14GetInventoryResponse\x12\x14\n" +
+	"\x05total\x18\x01 \x01(\x03R\x05total\x12\x16\n" +
+	"\x06online\x18\x02 \x01(\x03R\x06online\x12\x18\n" +
+	"\aoffline\x18\x03 \x01(\x03R\aoffline\x12'\n" +
+	"\x0fnever_connected\x18\x04 \x01(\x03R\x0eneverConnected\x12:\n" +
+	"\x10by_agent_version\x18\x05 \x03(\v2\x10.tether.v1.CountR\x0ebyAgentVersion\x12%\n" +
+	"\x05by_os\x18\x06 \x03(\v2\x10.tether.v1.CountR\x04byOs\x12)\n" +
+	"\aby_node\x18\a \x03(\v2\x10.tether.v1.CountR\x06byNode\x12+\n" +
+	"\bby_label\x18\b \x03(\v2\x10.tether.v1.CountR\abyLabel\x12\x1b\n" +
+	"\tlabel_key\x18\t \x01(\tR\blabelKey\x12;\n" +
+	"\vcomputed_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"computedAt\"\x12\n" +
+	"\x10ListNodesRequest\"\xa5\x01\n" +
+	"\x04Node\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
+	"\x05alive\x18\x03 \x01(\bR\x05alive\x12\x1a\n" +
+	"\bsessions\x18\x04 \x01(\x03R\bsessions\x12=\n" +
+	"\flast_renewed\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vlastRenewed\":\n" +
+	"\x11ListNodesResponse\x12%\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x0f.tether.v1.NodeR\x05nodes\"\xae\x01\n" +
 	"\x12ListDevicesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -942,7 +1808,7 @@ const file_tether_v1_device_service_proto_rawDesc = "" +
 	"\x0ePresenceFilter\x12\x1f\n" +
 	"\x1bPRESENCE_FILTER_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16PRESENCE_FILTER_ONLINE\x10\x01\x12\x1b\n" +
-	"\x17PRESENCE_FILTER_OFFLINE\x10\x02*\xf5\x01\n" +
+	"\x17PRESENCE_FILTER_OFFLINE\x10\x02*\xa8\x02\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11EVENT_TYPE_ONLINE\x10\x01\x12\x16\n" +
@@ -952,13 +1818,21 @@ const file_tether_v1_device_service_proto_rawDesc = "" +
 	"\x13EVENT_TYPE_SNAPSHOT\x10\x05\x12\x1b\n" +
 	"\x17EVENT_TYPE_SNAPSHOT_END\x10\x06\x12\x18\n" +
 	"\x14EVENT_TYPE_HEARTBEAT\x10\a\x12\x17\n" +
-	"\x13EVENT_TYPE_FLAPPING\x10\b2\xa3\x03\n" +
+	"\x13EVENT_TYPE_FLAPPING\x10\b\x12\x19\n" +
+	"\x15EVENT_TYPE_REGISTERED\x10\t\x12\x16\n" +
+	"\x12EVENT_TYPE_DELETED\x10\n" +
+	"2\xca\x06\n" +
 	"\rDeviceService\x12L\n" +
 	"\vListDevices\x12\x1d.tether.v1.ListDevicesRequest\x1a\x1e.tether.v1.ListDevicesResponse\x12F\n" +
 	"\tGetDevice\x12\x1b.tether.v1.GetDeviceRequest\x1a\x1c.tether.v1.GetDeviceResponse\x12Q\n" +
 	"\fWatchDevices\x12\x1e.tether.v1.WatchDevicesRequest\x1a\x1f.tether.v1.WatchDevicesResponse0\x01\x12L\n" +
 	"\vSendCommand\x12\x1d.tether.v1.SendCommandRequest\x1a\x1e.tether.v1.SendCommandResponse\x12[\n" +
-	"\x10DisconnectDevice\x12\".tether.v1.DisconnectDeviceRequest\x1a#.tether.v1.DisconnectDeviceResponseB3Z1github.com/tetherhq/tether/api/tether/v1;tetherv1b\x06proto3"
+	"\x10DisconnectDevice\x12\".tether.v1.DisconnectDeviceRequest\x1a#.tether.v1.DisconnectDeviceResponse\x12[\n" +
+	"\x10GetDeviceHistory\x12\".tether.v1.GetDeviceHistoryRequest\x1a#.tether.v1.GetDeviceHistoryResponse\x12O\n" +
+	"\fDeleteDevice\x12\x1e.tether.v1.DeleteDeviceRequest\x1a\x1f.tether.v1.DeleteDeviceResponse\x12^\n" +
+	"\x11PreRegisterDevice\x12#.tether.v1.PreRegisterDeviceRequest\x1a$.tether.v1.PreRegisterDeviceResponse\x12O\n" +
+	"\fGetInventory\x12\x1e.tether.v1.GetInventoryRequest\x1a\x1f.tether.v1.GetInventoryResponse\x12F\n" +
+	"\tListNodes\x12\x1b.tether.v1.ListNodesRequest\x1a\x1c.tether.v1.ListNodesResponseB3Z1github.com/tetherhq/tether/api/tether/v1;tetherv1b\x06proto3"
 
 var (
 	file_tether_v1_device_service_proto_rawDescOnce sync.Once
@@ -973,53 +1847,93 @@ func file_tether_v1_device_service_proto_rawDescGZIP() []byte {
 }
 
 var file_tether_v1_device_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tether_v1_device_service_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_tether_v1_device_service_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_tether_v1_device_service_proto_goTypes = []any{
-	(PresenceFilter)(0),              // 0: tether.v1.PresenceFilter
-	(EventType)(0),                   // 1: tether.v1.EventType
-	(*ListDevicesRequest)(nil),       // 2: tether.v1.ListDevicesRequest
-	(*ListDevicesResponse)(nil),      // 3: tether.v1.ListDevicesResponse
-	(*GetDeviceRequest)(nil),         // 4: tether.v1.GetDeviceRequest
-	(*GetDeviceResponse)(nil),        // 5: tether.v1.GetDeviceResponse
-	(*WatchDevicesRequest)(nil),      // 6: tether.v1.WatchDevicesRequest
-	(*DeviceEvent)(nil),              // 7: tether.v1.DeviceEvent
-	(*WatchDevicesResponse)(nil),     // 8: tether.v1.WatchDevicesResponse
-	(*SendCommandRequest)(nil),       // 9: tether.v1.SendCommandRequest
-	(*SendCommandResponse)(nil),      // 10: tether.v1.SendCommandResponse
-	(*DisconnectDeviceRequest)(nil),  // 11: tether.v1.DisconnectDeviceRequest
-	(*DisconnectDeviceResponse)(nil), // 12: tether.v1.DisconnectDeviceResponse
-	(*Device)(nil),                   // 13: tether.v1.Device
-	(DisconnectReason)(0),            // 14: tether.v1.DisconnectReason
-	(*timestamppb.Timestamp)(nil),    // 15: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 16: google.protobuf.Duration
+	(PresenceFilter)(0),               // 0: tether.v1.PresenceFilter
+	(EventType)(0),                    // 1: tether.v1.EventType
+	(*GetDeviceHistoryRequest)(nil),   // 2: tether.v1.GetDeviceHistoryRequest
+	(*SessionRecord)(nil),             // 3: tether.v1.SessionRecord
+	(*GetDeviceHistoryResponse)(nil),  // 4: tether.v1.GetDeviceHistoryResponse
+	(*DeleteDeviceRequest)(nil),       // 5: tether.v1.DeleteDeviceRequest
+	(*DeleteDeviceResponse)(nil),      // 6: tether.v1.DeleteDeviceResponse
+	(*PreRegisterDeviceRequest)(nil),  // 7: tether.v1.PreRegisterDeviceRequest
+	(*PreRegisterDeviceResponse)(nil), // 8: tether.v1.PreRegisterDeviceResponse
+	(*GetInventoryRequest)(nil),       // 9: tether.v1.GetInventoryRequest
+	(*Count)(nil),                     // 10: tether.v1.Count
+	(*GetInventoryResponse)(nil),      // 11: tether.v1.GetInventoryResponse
+	(*ListNodesRequest)(nil),          // 12: tether.v1.ListNodesRequest
+	(*Node)(nil),                      // 13: tether.v1.Node
+	(*ListNodesResponse)(nil),         // 14: tether.v1.ListNodesResponse
+	(*ListDevicesRequest)(nil),        // 15: tether.v1.ListDevicesRequest
+	(*ListDevicesResponse)(nil),       // 16: tether.v1.ListDevicesResponse
+	(*GetDeviceRequest)(nil),          // 17: tether.v1.GetDeviceRequest
+	(*GetDeviceResponse)(nil),         // 18: tether.v1.GetDeviceResponse
+	(*WatchDevicesRequest)(nil),       // 19: tether.v1.WatchDevicesRequest
+	(*DeviceEvent)(nil),               // 20: tether.v1.DeviceEvent
+	(*WatchDevicesResponse)(nil),      // 21: tether.v1.WatchDevicesResponse
+	(*SendCommandRequest)(nil),        // 22: tether.v1.SendCommandRequest
+	(*SendCommandResponse)(nil),       // 23: tether.v1.SendCommandResponse
+	(*DisconnectDeviceRequest)(nil),   // 24: tether.v1.DisconnectDeviceRequest
+	(*DisconnectDeviceResponse)(nil),  // 25: tether.v1.DisconnectDeviceResponse
+	nil,                               // 26: tether.v1.PreRegisterDeviceRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),     // 27: google.protobuf.Timestamp
+	(DisconnectReason)(0),             // 28: tether.v1.DisconnectReason
+	(DeviceRestart)(0),                // 29: tether.v1.DeviceRestart
+	(*durationpb.Duration)(nil),       // 30: google.protobuf.Duration
+	(*Device)(nil),                    // 31: tether.v1.Device
 }
 var file_tether_v1_device_service_proto_depIdxs = []int32{
-	0,  // 0: tether.v1.ListDevicesRequest.presence:type_name -> tether.v1.PresenceFilter
-	13, // 1: tether.v1.ListDevicesResponse.devices:type_name -> tether.v1.Device
-	13, // 2: tether.v1.GetDeviceResponse.device:type_name -> tether.v1.Device
-	1,  // 3: tether.v1.DeviceEvent.type:type_name -> tether.v1.EventType
-	14, // 4: tether.v1.DeviceEvent.reason:type_name -> tether.v1.DisconnectReason
-	15, // 5: tether.v1.DeviceEvent.time:type_name -> google.protobuf.Timestamp
-	13, // 6: tether.v1.DeviceEvent.device:type_name -> tether.v1.Device
-	7,  // 7: tether.v1.WatchDevicesResponse.event:type_name -> tether.v1.DeviceEvent
-	16, // 8: tether.v1.SendCommandRequest.timeout:type_name -> google.protobuf.Duration
-	16, // 9: tether.v1.SendCommandResponse.duration:type_name -> google.protobuf.Duration
-	15, // 10: tether.v1.SendCommandResponse.completed_at:type_name -> google.protobuf.Timestamp
-	2,  // 11: tether.v1.DeviceService.ListDevices:input_type -> tether.v1.ListDevicesRequest
-	4,  // 12: tether.v1.DeviceService.GetDevice:input_type -> tether.v1.GetDeviceRequest
-	6,  // 13: tether.v1.DeviceService.WatchDevices:input_type -> tether.v1.WatchDevicesRequest
-	9,  // 14: tether.v1.DeviceService.SendCommand:input_type -> tether.v1.SendCommandRequest
-	11, // 15: tether.v1.DeviceService.DisconnectDevice:input_type -> tether.v1.DisconnectDeviceRequest
-	3,  // 16: tether.v1.DeviceService.ListDevices:output_type -> tether.v1.ListDevicesResponse
-	5,  // 17: tether.v1.DeviceService.GetDevice:output_type -> tether.v1.GetDeviceResponse
-	8,  // 18: tether.v1.DeviceService.WatchDevices:output_type -> tether.v1.WatchDevicesResponse
-	10, // 19: tether.v1.DeviceService.SendCommand:output_type -> tether.v1.SendCommandResponse
-	12, // 20: tether.v1.DeviceService.DisconnectDevice:output_type -> tether.v1.DisconnectDeviceResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	27, // 0: tether.v1.SessionRecord.connected_at:type_name -> google.protobuf.Timestamp
+	27, // 1: tether.v1.SessionRecord.ended_at:type_name -> google.protobuf.Timestamp
+	28, // 2: tether.v1.SessionRecord.reason:type_name -> tether.v1.DisconnectReason
+	29, // 3: tether.v1.SessionRecord.restart:type_name -> tether.v1.DeviceRestart
+	30, // 4: tether.v1.SessionRecord.last_rtt:type_name -> google.protobuf.Duration
+	3,  // 5: tether.v1.GetDeviceHistoryResponse.sessions:type_name -> tether.v1.SessionRecord
+	26, // 6: tether.v1.PreRegisterDeviceRequest.labels:type_name -> tether.v1.PreRegisterDeviceRequest.LabelsEntry
+	31, // 7: tether.v1.PreRegisterDeviceResponse.device:type_name -> tether.v1.Device
+	10, // 8: tether.v1.GetInventoryResponse.by_agent_version:type_name -> tether.v1.Count
+	10, // 9: tether.v1.GetInventoryResponse.by_os:type_name -> tether.v1.Count
+	10, // 10: tether.v1.GetInventoryResponse.by_node:type_name -> tether.v1.Count
+	10, // 11: tether.v1.GetInventoryResponse.by_label:type_name -> tether.v1.Count
+	27, // 12: tether.v1.GetInventoryResponse.computed_at:type_name -> google.protobuf.Timestamp
+	27, // 13: tether.v1.Node.last_renewed:type_name -> google.protobuf.Timestamp
+	13, // 14: tether.v1.ListNodesResponse.nodes:type_name -> tether.v1.Node
+	0,  // 15: tether.v1.ListDevicesRequest.presence:type_name -> tether.v1.PresenceFilter
+	31, // 16: tether.v1.ListDevicesResponse.devices:type_name -> tether.v1.Device
+	31, // 17: tether.v1.GetDeviceResponse.device:type_name -> tether.v1.Device
+	1,  // 18: tether.v1.DeviceEvent.type:type_name -> tether.v1.EventType
+	28, // 19: tether.v1.DeviceEvent.reason:type_name -> tether.v1.DisconnectReason
+	27, // 20: tether.v1.DeviceEvent.time:type_name -> google.protobuf.Timestamp
+	31, // 21: tether.v1.DeviceEvent.device:type_name -> tether.v1.Device
+	20, // 22: tether.v1.WatchDevicesResponse.event:type_name -> tether.v1.DeviceEvent
+	30, // 23: tether.v1.SendCommandRequest.timeout:type_name -> google.protobuf.Duration
+	30, // 24: tether.v1.SendCommandResponse.duration:type_name -> google.protobuf.Duration
+	27, // 25: tether.v1.SendCommandResponse.completed_at:type_name -> google.protobuf.Timestamp
+	15, // 26: tether.v1.DeviceService.ListDevices:input_type -> tether.v1.ListDevicesRequest
+	17, // 27: tether.v1.DeviceService.GetDevice:input_type -> tether.v1.GetDeviceRequest
+	19, // 28: tether.v1.DeviceService.WatchDevices:input_type -> tether.v1.WatchDevicesRequest
+	22, // 29: tether.v1.DeviceService.SendCommand:input_type -> tether.v1.SendCommandRequest
+	24, // 30: tether.v1.DeviceService.DisconnectDevice:input_type -> tether.v1.DisconnectDeviceRequest
+	2,  // 31: tether.v1.DeviceService.GetDeviceHistory:input_type -> tether.v1.GetDeviceHistoryRequest
+	5,  // 32: tether.v1.DeviceService.DeleteDevice:input_type -> tether.v1.DeleteDeviceRequest
+	7,  // 33: tether.v1.DeviceService.PreRegisterDevice:input_type -> tether.v1.PreRegisterDeviceRequest
+	9,  // 34: tether.v1.DeviceService.GetInventory:input_type -> tether.v1.GetInventoryRequest
+	12, // 35: tether.v1.DeviceService.ListNodes:input_type -> tether.v1.ListNodesRequest
+	16, // 36: tether.v1.DeviceService.ListDevices:output_type -> tether.v1.ListDevicesResponse
+	18, // 37: tether.v1.DeviceService.GetDevice:output_type -> tether.v1.GetDeviceResponse
+	21, // 38: tether.v1.DeviceService.WatchDevices:output_type -> tether.v1.WatchDevicesResponse
+	23, // 39: tether.v1.DeviceService.SendCommand:output_type -> tether.v1.SendCommandResponse
+	25, // 40: tether.v1.DeviceService.DisconnectDevice:output_type -> tether.v1.DisconnectDeviceResponse
+	4,  // 41: tether.v1.DeviceService.GetDeviceHistory:output_type -> tether.v1.GetDeviceHistoryResponse
+	6,  // 42: tether.v1.DeviceService.DeleteDevice:output_type -> tether.v1.DeleteDeviceResponse
+	8,  // 43: tether.v1.DeviceService.PreRegisterDevice:output_type -> tether.v1.PreRegisterDeviceResponse
+	11, // 44: tether.v1.DeviceService.GetInventory:output_type -> tether.v1.GetInventoryResponse
+	14, // 45: tether.v1.DeviceService.ListNodes:output_type -> tether.v1.ListNodesResponse
+	36, // [36:46] is the sub-list for method output_type
+	26, // [26:36] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_tether_v1_device_service_proto_init() }
@@ -1034,7 +1948,7 @@ func file_tether_v1_device_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tether_v1_device_service_proto_rawDesc), len(file_tether_v1_device_service_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,11 +19,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	DeviceService_ListDevices_FullMethodName      = "/tether.v1.DeviceService/ListDevices"
-	DeviceService_GetDevice_FullMethodName        = "/tether.v1.DeviceService/GetDevice"
-	DeviceService_WatchDevices_FullMethodName     = "/tether.v1.DeviceService/WatchDevices"
-	DeviceService_SendCommand_FullMethodName      = "/tether.v1.DeviceService/SendCommand"
-	DeviceService_DisconnectDevice_FullMethodName = "/tether.v1.DeviceService/DisconnectDevice"
+	DeviceService_ListDevices_FullMethodName       = "/tether.v1.DeviceService/ListDevices"
+	DeviceService_GetDevice_FullMethodName         = "/tether.v1.DeviceService/GetDevice"
+	DeviceService_WatchDevices_FullMethodName      = "/tether.v1.DeviceService/WatchDevices"
+	DeviceService_SendCommand_FullMethodName       = "/tether.v1.DeviceService/SendCommand"
+	DeviceService_DisconnectDevice_FullMethodName  = "/tether.v1.DeviceService/DisconnectDevice"
+	DeviceService_GetDeviceHistory_FullMethodName  = "/tether.v1.DeviceService/GetDeviceHistory"
+	DeviceService_DeleteDevice_FullMethodName      = "/tether.v1.DeviceService/DeleteDevice"
+	DeviceService_PreRegisterDevice_FullMethodName = "/tether.v1.DeviceService/PreRegisterDevice"
+	DeviceService_GetInventory_FullMethodName      = "/tether.v1.DeviceService/GetInventory"
+	DeviceService_ListNodes_FullMethodName         = "/tether.v1.DeviceService/ListNodes"
 )
 
 // DeviceServiceClient is the client API for DeviceService service.
@@ -45,6 +50,21 @@ type DeviceServiceClient interface {
 	SendCommand(ctx context.Context, in *SendCommandRequest, opts ...grpc.CallOption) (*SendCommandResponse, error)
 	// DisconnectDevice ends a device's current session (reason: kicked).
 	DisconnectDevice(ctx context.Context, in *DisconnectDeviceRequest, opts ...grpc.CallOption) (*DisconnectDeviceResponse, error)
+	// GetDeviceHistory returns a device's last ended sessions, newest first.
+	GetDeviceHistory(ctx context.Context, in *GetDeviceHistoryRequest, opts ...grpc.CallOption) (*GetDeviceHistoryResponse, error)
+	// DeleteDevice removes a device's record and history. Refused with
+	// FAILED_PRECONDITION while the device is online, unless force, which
+	// ends the session first (as DisconnectDevice).
+	DeleteDevice(ctx context.Context, in *DeleteDeviceRequest, opts ...grpc.CallOption) (*DeleteDeviceResponse, error)
+	// PreRegisterDevice records a device expected to connect, with labels; it
+	// reads as never connected until its first Hello.
+	PreRegisterDevice(ctx context.Context, in *PreRegisterDeviceRequest, opts ...grpc.CallOption) (*PreRegisterDeviceResponse, error)
+	// GetInventory counts the fleet: by presence, agent version, OS, node and
+	// one chosen label key.
+	GetInventory(ctx context.Context, in *GetInventoryRequest, opts ...grpc.CallOption) (*GetInventoryResponse, error)
+	// ListNodes lists the server replicas with their session counts and
+	// liveness.
+	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
 }
 
 type deviceServiceClient struct {
@@ -114,6 +134,56 @@ func (c *deviceServiceClient) DisconnectDevice(ctx context.Context, in *Disconne
 	return out, nil
 }
 
+func (c *deviceServiceClient) GetDeviceHistory(ctx context.Context, in *GetDeviceHistoryRequest, opts ...grpc.CallOption) (*GetDeviceHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetDeviceHistoryResponse)
+	err := c.cc.Invoke(ctx, DeviceService_GetDeviceHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deviceServiceClient) DeleteDevice(ctx context.Context, in *DeleteDeviceRequest, opts ...grpc.CallOption) (*DeleteDeviceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteDeviceResponse)
+	err := c.cc.Invoke(ctx, DeviceService_DeleteDevice_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deviceServiceClient) PreRegisterDevice(ctx context.Context, in *PreRegisterDeviceRequest, opts ...grpc.CallOption) (*PreRegisterDeviceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PreRegisterDeviceResponse)
+	err := c.cc.Invoke(ctx, DeviceService_PreRegisterDevice_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deviceServiceClient) GetInventory(ctx context.Context, in *GetInventoryRequest, opts ...grpc.CallOption) (*GetInventoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetInventoryResponse)
+	err := c.cc.Invoke(ctx, DeviceService_GetInventory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deviceServiceClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNodesResponse)
+	err := c.cc.Invoke(ctx, DeviceService_ListNodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DeviceServiceServer is the server API for DeviceService service.
 // All implementations must embed UnimplementedDeviceServiceServer
 // for forward compatibility.
@@ -133,6 +203,21 @@ type DeviceServiceServer interface {
 	SendCommand(context.Context, *SendCommandRequest) (*SendCommandResponse, error)
 	// DisconnectDevice ends a device's current session (reason: kicked).
 	DisconnectDevice(context.Context, *DisconnectDeviceRequest) (*DisconnectDeviceResponse, error)
+	// GetDeviceHistory returns a device's last ended sessions, newest first.
+	GetDeviceHistory(context.Context, *GetDeviceHistoryRequest) (*GetDeviceHistoryResponse, error)
+	// DeleteDevice removes a device's record and history. Refused with
+	// FAILED_PRECONDITION while the device is online, unless force, which
+	// ends the session first (as DisconnectDevice).
+	DeleteDevice(context.Context, *DeleteDeviceRequest) (*DeleteDeviceResponse, error)
+	// PreRegisterDevice records a device expected to connect, with labels; it
+	// reads as never connected until its first Hello.
+	PreRegisterDevice(context.Context, *PreRegisterDeviceRequest) (*PreRegisterDeviceResponse, error)
+	// GetInventory counts the fleet: by presence, agent version, OS, node and
+	// one chosen label key.
+	GetInventory(context.Context, *GetInventoryRequest) (*GetInventoryResponse, error)
+	// ListNodes lists the server replicas with their session counts and
+	// liveness.
+	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
 	mustEmbedUnimplementedDeviceServiceServer()
 }
 
@@ -157,6 +242,21 @@ func (UnimplementedDeviceServiceServer) SendCommand(context.Context, *SendComman
 }
 func (UnimplementedDeviceServiceServer) DisconnectDevice(context.Context, *DisconnectDeviceRequest) (*DisconnectDeviceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DisconnectDevice not implemented")
+}
+func (UnimplementedDeviceServiceServer) GetDeviceHistory(context.Context, *GetDeviceHistoryRequest) (*GetDeviceHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDeviceHistory not implemented")
+}
+func (UnimplementedDeviceServiceServer) DeleteDevice(context.Context, *DeleteDeviceRequest) (*DeleteDeviceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteDevice not implemented")
+}
+func (UnimplementedDeviceServiceServer) PreRegisterDevice(context.Context, *PreRegisterDeviceRequest) (*PreRegisterDeviceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PreRegisterDevice not implemented")
+}
+func (UnimplementedDeviceServiceServer) GetInventory(context.Context, *GetInventoryRequest) (*GetInventoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetInventory not implemented")
+}
+func (UnimplementedDeviceServiceServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
 }
 func (UnimplementedDeviceServiceServer) mustEmbedUnimplementedDeviceServiceServer() {}
 func (UnimplementedDeviceServiceServer) testEmbeddedByValue()                       {}
@@ -262,6 +362,96 @@ func _DeviceService_DisconnectDevice_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DeviceService_GetDeviceHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDeviceHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeviceServiceServer).GetDeviceHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeviceService_GetDeviceHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeviceServiceServer).GetDeviceHistory(ctx, req.(*GetDeviceHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeviceService_DeleteDevice_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteDeviceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeviceServiceServer).DeleteDevice(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeviceService_DeleteDevice_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeviceServiceServer).DeleteDevice(ctx, req.(*DeleteDeviceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeviceService_PreRegisterDevice_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PreRegisterDeviceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeviceServiceServer).PreRegisterDevice(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeviceService_PreRegisterDevice_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeviceServiceServer).PreRegisterDevice(ctx, req.(*PreRegisterDeviceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeviceService_GetInventory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetInventoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeviceServiceServer).GetInventory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeviceService_GetInventory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeviceServiceServer).GetInventory(ctx, req.(*GetInventoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeviceService_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeviceServiceServer).ListNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeviceService_ListNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeviceServiceServer).ListNodes(ctx, req.(*ListNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DeviceService_ServiceDesc is the grpc.ServiceDesc for DeviceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -284,6 +474,26 @@ var DeviceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DisconnectDevice",
 			Handler:    _DeviceService_DisconnectDevice_Handler,
+		},
+		{
+			MethodName: "GetDeviceHistory",
+			Handler:    _DeviceService_GetDeviceHistory_Handler,
+		},
+		{
+			MethodName: "DeleteDevice",
+			Handler:    _DeviceService_DeleteDevice_Handler,
+		},
+		{
+			MethodName: "PreRegisterDevice",
+			Handler:    _DeviceService_PreRegisterDevice_Handler,
+		},
+		{
+			MethodName: "GetInventory",
+			Handler:    _DeviceService_GetInventory_Handler,
+		},
+		{
+			MethodName: "ListNodes",
+			Handler:    _DeviceService_ListNodes_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

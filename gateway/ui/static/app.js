@@ -4,6 +4,10 @@
 //   GET  /v1/devices/{id}          re-fetch a device after an event
 //   GET  /v1/devices?page_size=…    re-list everything after a large burst
 //   POST /v1/devices/{id}:command  the command form
+//   GET  /v1/devices/{id}/history  the session history in the detail view
+//   GET  /v1/inventory?label_key=K, GET /v1/nodes   the inventory summary
+// Filters, sorting, the inventory's label key and the open device live in
+// the URL's query, so a reload (or a shared link) shows the same view.
 // docs/UI.md describes the page.
 'use strict';
 
@@ -22,6 +26,7 @@
   const TICK_MS = 15000;            // refresh of the "… ago" texts
   const REFRESH_MS = 30000;         // re-fetch of the rendered online rows (RTT, last seen)
   const KEY_STORAGE = 'tether.apiKey';
+  const INVENTORY_MS = 60000;       // re-read of the inventory summary
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -37,7 +42,10 @@
     detailDisconnect: $('detail-disconnect'), eventsRows: $('events-rows'), eventsEmpty: $('events-empty'),
     cmdForm: $('cmd-form'), cmdName: $('cmd-name'), cmdNameHelp: $('cmd-name-help'),
     cmdArgs: $('cmd-args'), cmdTimeout: $('cmd-timeout'), cmdTimeoutHelp: $('cmd-timeout-help'),
-    cmdSend: $('cmd-send'), cmdResult: $('cmd-result'),
+    cmdSend: $('cmd-send'), cmdResult: $('cmd-result'), cmdFields: $('cmd-fields'), cmdOffline: $('cmd-offline'),
+    cmdArgsHelp: $('cmd-args-help'),
+    historyRows: $('history-rows'), historyEmpty: $('history-empty'),
+    inventory: $('inventory'), invCounts: $('inv-counts'), invKey: $('inv-key'),
   };
   const thead = ui.table.tHead;
 
@@ -49,6 +57,7 @@
   let view = [];                    // sortedIds that pass the filter
   let viewDirty = true;
   let onlineCount = 0;
+  let neverCount = 0;
   const filter = { presence: 'all', labels: [], idText: '' };
   let listLoaded = false;           // a snapshot has completed at least once
   let rowH = 38;                    // measured after the first render
@@ -57,6 +66,8 @@
   let tick = 0;
   let detailId = null;
   let detailDirty = false;
+  const sort = { col: 'id', desc: false };
+  let wantDetail = '';              // ?device= from the URL, opened once the device is known
 
   let apiKey = loadKey();
   let keyWanted = false;
@@ -138,6 +149,21 @@
     return '—';
   }
   function eventText(t) { return enumText(t, 'EVENT_TYPE_'); }
+  function stateOf(d) {
+    if (d.online) return 'online';
+    if (d.state === 'DEVICE_STATE_NEVER_CONNECTED') return 'never';
+    return 'offline';
+  }
+  const STATE_TEXT = { online: 'Online', offline: 'Offline', never: 'Never connected' };
+  function labelsText(info) {
+    const l = (info && info.labels) || {};
+    return Object.keys(l).sort().map((k) => k + '=' + l[k]).join(', ');
+  }
+  function lastSeenOf(d) {
+    if (d.online) return (d.session && (d.session.lastSeen || d.session.connectedAt)) || '';
+    return (d.lastDisconnect && d.lastDisconnect.time) || '';
+  }
+  function nodeOf(d) { return d.online && d.session ? d.session.node || '' : ''; }
   const GRPC_CODES = ['OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND',
     'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED',
     'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED'];
@@ -224,6 +250,7 @@
     updateKeyButtons();
     setConn('connecting', 'Connecting with the API key…');
     wakeWatch();
+    loadInventory();
     if (detailId) queueRefetch(detailId);
     if (pending.size) scheduleFlush(0);
   });
@@ -484,6 +511,10 @@
         scheduleRender();
         run.healthy = true;
         setConn('live', 'Live: receiving updates');
+        if (wantDetail) {
+          const id = wantDetail;
+          if (devices.has(id) && !detailId) openDetail(id); else if (!devices.has(id)) { wantDetail = ''; writeURL(); }
+        }
         return;
       default:
         if (ev.eventId) lastEventId = ev.eventId;
@@ -491,6 +522,8 @@
         recordEvent(ev.deviceId, ev);
         applyEvent(ev);
         queueRefetch(ev.deviceId);
+        if (ev.deviceId === detailId && (ev.type === 'EVENT_TYPE_OFFLINE' || ev.type === 'EVENT_TYPE_REPLACED' || ev.type === 'EVENT_TYPE_ONLINE')) loadHistorySoon(ev.deviceId);
+        inventoryStale = true;
     }
   }
 
@@ -509,6 +542,7 @@
   function matches(d) {
     if (filter.presence === 'online' && !d.online) return false;
     if (filter.presence === 'offline' && d.online) return false;
+    if (filter.presence === 'never' && stateOf(d) !== 'never') return false;
     if (filter.idText && !d.deviceId.toLowerCase().includes(filter.idText)) return false;
     if (filter.labels.length) {
       const l = (d.info && d.info.labels) || {};
@@ -519,6 +553,7 @@
   function filterChanged() {
     viewDirty = true;
     ui.scroll.scrollTop = 0;
+    writeURL();
     scheduleRender();
   }
   const LABEL_HELP = ui.labelsHelp.textContent;
@@ -544,6 +579,100 @@
   });
   ui.idText.addEventListener('input', () => { filter.idText = ui.idText.value.trim().toLowerCase(); filterChanged(); });
 
+  // ---- the URL: filters, sort, inventory key and open device ---------------
+  const PRESENCES = ['all', 'online', 'offline', 'never'];
+  function writeURL() {
+    const p = new URLSearchParams();
+    if (filter.presence !== 'all') p.set('presence', filter.presence);
+    if (ui.labels.value.trim()) p.set('labels', ui.labels.value.trim());
+    if (ui.idText.value.trim()) p.set('q', ui.idText.value.trim());
+    if (sort.col !== 'id' || sort.desc) p.set('sort', (sort.desc ? '-' : '') + sort.col);
+    if (invKey) p.set('group', invKey);
+    const dev = detailId || wantDetail;
+    if (dev) p.set('device', dev);
+    const qs = p.toString();
+    const url = location.pathname + (qs ? '?' + qs : '') + location.hash;
+    if (url !== location.pathname + location.search + location.hash) history.replaceState(null, '', url);
+  }
+  function readURL() {
+    const p = new URLSearchParams(location.search);
+    const pres = p.get('presence') || 'all';
+    if (PRESENCES.includes(pres)) { filter.presence = pres; ui.presence.value = pres; }
+    const labels = (p.get('labels') || '').slice(0, 1024);
+    const sel = parseSelector(labels);
+    if (labels && sel !== null) { ui.labels.value = labels; filter.labels = sel; }
+    const q = (p.get('q') || '').slice(0, 64);
+    if (q) { ui.idText.value = q; filter.idText = q.toLowerCase(); }
+    const so = p.get('sort') || '';
+    const col = so.replace(/^-/, '');
+    if (SORT_KEYS[col]) { sort.col = col; sort.desc = so.startsWith('-'); }
+    const g = (p.get('group') || '').slice(0, 128);
+    if (g) { invKey = g; ui.invKey.value = g; }
+    const dev = p.get('device') || '';
+    if (/^[A-Za-z0-9._-]{1,64}$/.test(dev)) wantDetail = dev;
+  }
+
+  // ---- sorting ---------------------------------------------------------------
+  // Numeric-aware: dev-2 sorts before dev-10. Empty values sort last in
+  // either direction; ties are broken by device id.
+  const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
+  const STATE_RANK = { online: 0, offline: 1, never: 2 };
+  const timeKey = (iso) => { const t = Date.parse(iso || ''); return isNaN(t) ? null : t; };
+  const SORT_KEYS = {
+    id: (d) => d.deviceId,
+    status: (d) => STATE_RANK[stateOf(d)],
+    host: (d) => (d.info && d.info.hostname) || null,
+    ip: (d) => (d.info && d.info.ipAddresses && d.info.ipAddresses[0]) || null,
+    agent: (d) => (d.info && d.info.agentVersion) || null,
+    liveness: (d) => (d.online && d.session && d.session.livenessMode) || null,
+    since: (d) => timeKey(d.online ? d.session && d.session.connectedAt : d.lastDisconnect && d.lastDisconnect.time),
+    rtt: (d) => { const v = d.online && d.session && parseFloat(d.session.lastRtt); return v || v === 0 ? v : null; },
+    labels: (d) => labelsText(d.info) || null,
+    node: (d) => nodeOf(d) || null,
+    seen: (d) => timeKey(lastSeenOf(d)),
+  };
+  function compareKeys(a, b) {
+    if (a === b) return 0;
+    if (a === null || a === undefined) return 1;
+    if (b === null || b === undefined) return -1;
+    if (typeof a === 'number' && typeof b === 'number') return a - b;
+    return collator.compare(String(a), String(b));
+  }
+  function sortView(ids) {
+    if (sort.col === 'id') {
+      if (sort.desc) ids.reverse();
+      return ids;
+    }
+    const key = SORT_KEYS[sort.col];
+    const keyed = ids.map((id) => [key(devices.get(id)), id]);
+    const dir = sort.desc ? -1 : 1;
+    keyed.sort((x, y) => {
+      const nx = x[0] === null || x[0] === undefined, ny = y[0] === null || y[0] === undefined;
+      if (nx !== ny) return nx ? 1 : -1;
+      return dir * compareKeys(x[0], y[0]) || collator.compare(x[1], y[1]);
+    });
+    return keyed.map((k) => k[1]);
+  }
+  function renderSortHeaders() {
+    for (const th of thead.querySelectorAll('th[data-col]')) {
+      if (th.dataset.col === sort.col) th.setAttribute('aria-sort', sort.desc ? 'descending' : 'ascending');
+      else th.removeAttribute('aria-sort');
+    }
+    const name = thead.querySelector('th[data-col="' + sort.col + '"]').textContent.trim();
+    $('devices-caption').textContent = 'Devices, sorted by ' + name.toLowerCase() + (sort.desc ? ', descending' : '') +
+      '. Press a column header to sort by it; press Enter on a row for its details.';
+  }
+  thead.addEventListener('click', (e) => {
+    const th = e.target.closest('th[data-col]');
+    if (!th) return;
+    const col = th.dataset.col;
+    if (sort.col === col) sort.desc = !sort.desc; else { sort.col = col; sort.desc = false; }
+    renderSortHeaders();
+    viewDirty = true;
+    writeURL();
+    scheduleRender();
+  });
+
   // ---- rendering -----------------------------------------------------------
   let renderQueued = false;
   function scheduleRender() {
@@ -554,19 +683,22 @@
   function render() {
     renderQueued = false;
     if (idsDirty) {
-      sortedIds = Array.from(devices.keys()).sort();
+      sortedIds = Array.from(devices.keys()).sort(collator.compare);
       idsDirty = false;
       viewDirty = true;
     }
     if (viewDirty) {
       viewDirty = false;
       onlineCount = 0;
+      neverCount = 0;
       view = [];
       for (const id of sortedIds) {
         const d = devices.get(id);
         if (d.online) onlineCount++;
+        else if (stateOf(d) === 'never') neverCount++;
         if (matches(d)) view.push(id);
       }
+      view = sortView(view);
       renderSummary();
     }
     renderRows();
@@ -574,7 +706,8 @@
   }
   function renderSummary() {
     const total = devices.size;
-    let s = total + (total === 1 ? ' device' : ' devices') + ' · ' + onlineCount + ' online · ' + (total - onlineCount) + ' offline';
+    let s = total + (total === 1 ? ' device' : ' devices') + ' · ' + onlineCount + ' online · ' + (total - onlineCount - neverCount) + ' offline';
+    if (neverCount) s += ' · ' + neverCount + ' never connected';
     if (view.length !== total) s += ' · ' + view.length + ' shown';
     ui.summary.textContent = s;
   }
@@ -585,7 +718,7 @@
     const tr = h('tr', 'spacer');
     tr.setAttribute('aria-hidden', 'true');
     const td = h('td');
-    td.colSpan = 8;
+    td.colSpan = 11;
     tr.appendChild(td);
     return tr;
   }
@@ -649,8 +782,8 @@
     st.append(h('span', 'dot'), h('span'));
     st.firstChild.setAttribute('aria-hidden', 'true');
     tr.appendChild(st);
-    for (let i = 0; i < 6; i++) tr.appendChild(h('td'));
-    tr.lastChild.className = 'num';
+    for (let i = 0; i < 9; i++) tr.appendChild(h('td'));
+    tr.children[7].className = 'num';
     return tr;
   }
   function setText(node, text, title) {
@@ -666,6 +799,7 @@
       return s;
     }
     const ld = d.lastDisconnect;
+    if (stateOf(d) === 'never') return 'Never connected (pre-registered)';
     if (!ld) return 'Offline';
     const why = [reasonText(ld.reason), restartText(ld.restart)].filter(Boolean).join(', ');
     return 'Offline since ' + fmtTime(ld.time) + (why ? ' (' + why + ')' : '') + ' · ' + ago(ld.time);
@@ -680,9 +814,10 @@
     const info = d.info || {};
     const sess = d.session || {};
     const st = c[1];
-    st.firstChild.className = 'dot ' + (d.online ? 'on' : 'off');
-    st.lastChild.className = d.online ? 'st-on' : 'st-off';
-    setText(st.lastChild, d.online ? 'Online' : 'Offline');
+    const state = stateOf(d);
+    st.firstChild.className = 'dot ' + (state === 'online' ? 'on' : state === 'never' ? 'never' : 'off');
+    st.lastChild.className = state === 'online' ? 'st-on' : state === 'never' ? 'st-never' : 'st-off';
+    setText(st.lastChild, STATE_TEXT[state]);
     setText(c[2], info.hostname || '—', info.hostname || '');
     setText(c[3], (info.ipAddresses && info.ipAddresses[0]) || '—', (info.ipAddresses || []).join(', '));
     setText(c[4], info.agentVersion || '—', info.agentVersion || '');
@@ -691,6 +826,11 @@
     const iso = d.online ? sess.connectedAt : d.lastDisconnect && d.lastDisconnect.time;
     setText(c[6], since, iso ? since + ' — ' + iso : since);
     setText(c[7], d.online ? fmtDuration(sess.lastRtt) : '—');
+    const labels = labelsText(info);
+    setText(c[8], labels || '—', labels);
+    setText(c[9], nodeOf(d) || '—');
+    const seen = lastSeenOf(d);
+    setText(c[10], seen ? fmtTime(seen) + ' · ' + ago(seen) : '—', seen);
   }
 
   // ---- row keyboard and mouse -----------------------------------------------
@@ -747,12 +887,16 @@
       // opened the view must not also press a button in it.
       ui.detailTitle.focus();
     }
+    wantDetail = '';
+    writeURL();
     queueRefetch(id);
+    loadHistory(id);
   }
   ui.detailClose.addEventListener('click', () => ui.detail.close());
   ui.detail.addEventListener('close', () => {
     const id = detailId;
     detailId = null;
+    writeURL();
     const tr = rowEls.get(id);
     if (tr && tr.isConnected) tr.focus();
     else ui.scroll.focus({ preventScroll: true });
@@ -791,11 +935,12 @@
     const info = d.info || {};
     const sess = d.session || null;
     const ld = d.lastDisconnect || null;
-    const status = h('span', d.online ? 'st-on' : 'st-off', d.online ? 'Online' : 'Offline');
-    const dot = h('span', 'dot ' + (d.online ? 'on' : 'off'));
+    const state = stateOf(d);
+    const status = h('span', d.online ? 'st-on' : 'st-off', STATE_TEXT[state]);
+    const dot = h('span', 'dot ' + (d.online ? 'on' : state === 'never' ? 'never' : 'off'));
     dot.setAttribute('aria-hidden', 'true');
     ui.detailStatus.replaceChildren(dot, status, document.createTextNode(' — ' + sinceText(d)));
-    const labels = info.labels ? Object.keys(info.labels).sort().map((k) => k + '=' + info.labels[k]).join(', ') : '';
+    const labels = labelsText(info);
     fillDl(ui.detailInfo, [
       ['Device id', id],
       ['Hostname', info.hostname],
@@ -839,10 +984,84 @@
     }
     ui.eventsRows.replaceChildren(...rows);
     ui.eventsEmpty.hidden = rows.length > 0;
+    renderCommandForm(d);
   }
 
+  // ---- session history (GET /v1/devices/{id}/history) ---------------------------
+  let historyFor = '';
+  let historyTimer = 0;
+  function loadHistorySoon(id) {
+    clearTimeout(historyTimer);
+    historyTimer = setTimeout(() => loadHistory(id), REFETCH_DELAY_MS);
+  }
+  async function loadHistory(id) {
+    if (historyFor !== id) { historyFor = id; ui.historyRows.replaceChildren(); ui.historyEmpty.textContent = 'Loading the session history…'; ui.historyEmpty.hidden = false; }
+    let r;
+    try {
+      r = await getJSON('/v1/devices/' + encodeURIComponent(id) + '/history');
+    } catch (e) {
+      if (detailId === id) ui.historyEmpty.textContent = 'The session history could not be read: ' + (e && e.message ? e.message : e);
+      return;
+    }
+    if (detailId !== id) return;
+    const rows = [];
+    for (const s of r.sessions || []) {
+      const tr = h('tr');
+      const ended = h('td', null, fmtTime(s.endedAt));
+      if (s.endedAt) ended.title = s.endedAt;
+      const conn = h('td', null, fmtTime(s.connectedAt));
+      if (s.connectedAt) conn.title = s.connectedAt;
+      const reason = h('td', null, reasonText(s.reason) || 'unknown');
+      if (s.message) reason.title = s.message;
+      tr.append(ended, conn, reason, h('td', null, restartText(s.restart) || '—'), h('td', null, s.leaseId || ''),
+        h('td', null, s.node || ''), h('td', null, fmtDuration(s.lastRtt)));
+      rows.push(tr);
+    }
+    ui.historyRows.replaceChildren(...rows);
+    ui.historyEmpty.textContent = 'No ended sessions recorded.';
+    ui.historyEmpty.hidden = rows.length > 0;
+  }
+
+  // ---- the command form offers the device's allow-list ----------------------------
+  // info.commands: [{name, usage, maxArgs, timeout}] as the agent reports it;
+  // an agent that reports none has at least the built-ins echo and info.
+  const BUILTINS = [{ name: 'echo', usage: '<text>...', maxArgs: 64 }, { name: 'info', maxArgs: 0 }];
+  let cmdSpecs = BUILTINS;
+  let cmdSig = '';
+  function renderCommandForm(d) {
+    const reported = d.info && Array.isArray(d.info.commands) && d.info.commands.length ? d.info.commands : null;
+    const specs = reported || BUILTINS;
+    const sig = JSON.stringify(specs);
+    if (sig !== cmdSig) {
+      cmdSig = sig;
+      cmdSpecs = specs;
+      const keep = ui.cmdName.value;
+      ui.cmdName.replaceChildren(...specs.map((c) => {
+        const o = h('option', null, c.name + (c.usage ? ' ' + c.usage : ''));
+        o.value = c.name;
+        return o;
+      }));
+      if (specs.some((c) => c.name === keep)) ui.cmdName.value = keep;
+      ui.cmdNameHelp.textContent = reported ? 'the device\u2019s allow-list (' + specs.length + ')' : 'built-ins (the agent did not report its allow-list)';
+      commandChosen();
+    }
+    const online = !!d.online;
+    ui.cmdFields.disabled = !online;
+    ui.cmdOffline.hidden = online;
+  }
+  function specOf(name) { return cmdSpecs.find((c) => c.name === name) || null; }
+  function commandChosen() {
+    const c = specOf(ui.cmdName.value);
+    const max = c && typeof c.maxArgs === 'number' ? c.maxArgs : 64;
+    ui.cmdArgs.disabled = max === 0;
+    ui.cmdArgs.placeholder = c && c.usage ? c.usage : '';
+    ARGS_HELP = max === 0 ? 'this command takes no arguments' : 'space-separated, at most ' + max + '; no shell';
+    markInvalid(ui.cmdArgs, ui.cmdArgsHelp, '', ARGS_HELP);
+  }
+  ui.cmdName.addEventListener('change', commandChosen);
+
   // ---- command form --------------------------------------------------------------
-  const NAME_HELP = ui.cmdNameHelp.textContent;
+  let ARGS_HELP = ui.cmdArgsHelp.textContent;
   const TIMEOUT_HELP = ui.cmdTimeoutHelp.textContent;
   let sending = false;
 
@@ -863,16 +1082,21 @@
     e.preventDefault();
     if (sending || !detailId) return;
     const id = detailId;
-    const name = ui.cmdName.value.trim();
+    const d = devices.get(id);
+    if (!d || !d.online) return;
+    const name = ui.cmdName.value;
+    const spec = specOf(name);
     const secs = Number(ui.cmdTimeout.value);
-    const badName = !/^[A-Za-z0-9._-]{1,64}$/.test(name);
     const badTimeout = !Number.isInteger(secs) || secs < 1 || secs > 300;
-    markInvalid(ui.cmdName, ui.cmdNameHelp, badName ? 'Enter a command name: letters, digits, “.”, “_” or “-”' : '', NAME_HELP);
-    markInvalid(ui.cmdTimeout, ui.cmdTimeoutHelp, badTimeout ? 'Enter whole seconds from 1 to 300' : '', TIMEOUT_HELP);
-    if (badName) { ui.cmdName.focus(); return; }
-    if (badTimeout) { ui.cmdTimeout.focus(); return; }
-    const raw = ui.cmdArgs.value.trim();
+    const raw = ui.cmdArgs.disabled ? '' : ui.cmdArgs.value.trim();
     const args = raw ? raw.split(/\s+/) : [];
+    const max = spec && typeof spec.maxArgs === 'number' ? spec.maxArgs : 64;
+    const badArgs = args.length > max;
+    markInvalid(ui.cmdArgs, ui.cmdArgsHelp, badArgs ? name + ' takes at most ' + max + ' argument' + (max === 1 ? '' : 's') : '', ARGS_HELP);
+    markInvalid(ui.cmdTimeout, ui.cmdTimeoutHelp, badTimeout ? 'Enter whole seconds from 1 to 300' : '', TIMEOUT_HELP);
+    if (!spec) { ui.cmdName.focus(); return; }
+    if (badArgs) { ui.cmdArgs.focus(); return; }
+    if (badTimeout) { ui.cmdTimeout.focus(); return; }
 
     sending = true;
     ui.cmdSend.setAttribute('aria-disabled', 'true');
@@ -932,6 +1156,54 @@
     ui.cmdResult.replaceChildren(p);
   }
 
+  // ---- inventory summary (GET /v1/inventory, GET /v1/nodes) -------------------------
+  let invKey = '';
+  let inventoryStale = true;
+  let invTimer = 0;
+  function countsText(list, suffix) {
+    return (list || []).slice(0, 8).map((c) => c.value + ' ' + c.count + (suffix || '')).join(', ') + ((list || []).length > 8 ? ', …' : '');
+  }
+  async function loadInventory() {
+    if (keyWanted) return;
+    inventoryStale = false;
+    let inv, nodes;
+    try {
+      [inv, nodes] = await Promise.all([
+        getJSON('/v1/inventory' + (invKey ? '?label_key=' + encodeURIComponent(invKey) : '')),
+        getJSON('/v1/nodes'),
+      ]);
+    } catch (e) {
+      if (e instanceof APIError && (e.status === 404 || e.status === 501)) { ui.inventory.hidden = true; return; }
+      inventoryStale = true;
+      return;
+    }
+    const n = (v) => String(Number(v || 0));
+    const pairs = [
+      ['Devices', n(inv.total)], ['Online', n(inv.online)], ['Offline', n(inv.offline)], ['Never connected', n(inv.neverConnected)],
+      ['Agent versions', countsText(inv.byAgentVersion) || '—'], ['OS', countsText(inv.byOs) || '—'],
+      ['Nodes', (nodes.nodes || []).map((x) => x.name + ' (' + n(x.sessions) + ' sessions, ' + (x.alive ? 'alive' : 'not renewing') + ')').join(', ') || '—'],
+    ];
+    if (inv.labelKey) pairs.push(['By ' + inv.labelKey, countsText(inv.byLabel) || '—']);
+    const kids = [];
+    for (const [k, v] of pairs) {
+      const div = h('div');
+      div.dataset.k = k;
+      div.append(h('dt', null, k + ':'), h('dd', null, v));
+      kids.push(div);
+    }
+    ui.invCounts.replaceChildren(...kids);
+    if (inv.computedAt) ui.invCounts.title = 'counted at ' + inv.computedAt;
+    ui.inventory.hidden = false;
+  }
+  ui.invKey.addEventListener('input', () => {
+    clearTimeout(invTimer);
+    invTimer = setTimeout(() => {
+      invKey = ui.invKey.value.trim();
+      writeURL();
+      loadInventory();
+    }, 300);
+  });
+
   // ---- start ------------------------------------------------------------------------
   setInterval(() => {
     tick++;
@@ -949,7 +1221,15 @@
     if (detailId) pending.add(detailId);
     if (pending.size) scheduleFlush(0);
   }, REFRESH_MS);
+  // The inventory: at start, then every INVENTORY_MS while events arrive
+  // (the server reuses its counts for 30 s).
+  setInterval(() => {
+    if (!document.hidden && inventoryStale) loadInventory();
+  }, INVENTORY_MS);
+  readURL();
+  renderSortHeaders();
   updateKeyButtons();
   scheduleRender();
+  loadInventory();
   watchLoop().catch((e) => setConn('down', 'Stopped: ' + (e && e.message ? e.message : e)));
 })();

@@ -31,6 +31,11 @@ type Options struct {
 	// DeviceRetention is how long a device record is kept after its last
 	// write (claim, touch, info update, release).
 	DeviceRetention time.Duration
+	// HistoryLen, HistoryRetention and NeverConnectedRetention: see
+	// redisstore.Options (zero values mean the registry defaults).
+	HistoryLen              int
+	HistoryRetention        time.Duration
+	NeverConnectedRetention time.Duration
 }
 
 // Store is the in-memory registry.Store.
@@ -54,12 +59,17 @@ type Store struct {
 
 	revoked revocations // the token deny list (revocations.go)
 	jobs    jobs        // jobs and their results (jobs.go)
+
+	fleet fleetState // history, node renewals (fleet.go)
 }
 
 type device struct {
 	rec     registry.Record // as stored: Session may sit on a dead node
 	expires time.Time
 	claimID string // the ClaimID that made the current session ("" after Remirror)
+	// preLabels are the labels of a pre-registration, kept under the
+	// info's own labels.
+	preLabels map[string]string
 }
 
 type node struct {
@@ -92,6 +102,7 @@ func New(opts Options) *Store {
 		}
 	}
 	return &Store{
+		fleet:           newFleetState(opts),
 		eventRetention:  opts.EventRetention,
 		deviceRetention: opts.DeviceRetention,
 		epoch:           epoch,
@@ -146,13 +157,18 @@ func (s *Store) Claim(ctx context.Context, req registry.ClaimRequest) (registry.
 		}
 		end.Restart = verdict
 		rec.LastDisconnect = end
+		s.pushHistoryLocked(req.DeviceID, old, *end, now)
 		c := *end
 		out.Replaced = &c
 		s.appendLocked(registry.Event{Type: typ, DeviceID: req.DeviceID, Lease: end.Lease, Reason: end.Reason, Time: end.Time, Node: end.Node})
 	} else if ld := rec.LastDisconnect; ld != nil && ld.Lease == rec.Lease {
 		ld.Restart = verdict
+		s.historyVerdictLocked(req.DeviceID, ld.Lease, verdict, now)
 	}
 
+	if rec.FirstSeen.IsZero() {
+		rec.FirstSeen = req.Now // a pre-registered record's first claim
+	}
 	rec.Lease = lease
 	rec.Session = &registry.Session{
 		Lease:       lease,
@@ -334,6 +350,7 @@ func (s *Store) releaseLocked(d *device, end registry.Disconnect, now time.Time)
 	if end.Node == "" {
 		end.Node = d.rec.Session.Node
 	}
+	s.pushHistoryLocked(deviceID, d.rec.Session, end, now)
 	d.rec.Session = nil
 	d.claimID = ""
 	d.rec.LastDisconnect = &end
@@ -488,6 +505,7 @@ func (s *Store) KeepNodeAlive(ctx context.Context, nodeName, addr string, ttl ti
 		return errClosed
 	}
 	s.nodes[nodeName] = node{addr: addr, expires: time.Now().Add(ttl)}
+	s.fleet.renewed[nodeName] = time.Now()
 	return nil
 }
 
@@ -638,6 +656,7 @@ func (s *Store) readLocked(d *device, now time.Time) registry.Record {
 		c := *r.LastDisconnect
 		r.LastDisconnect = &c
 	}
+	r.Info = registry.MergeLabels(r.Info, d.preLabels)
 	alive := r.Session != nil && s.nodeAliveLocked(r.Session.Node, now)
 	return registry.Derive(r, alive)
 }

@@ -150,3 +150,15 @@ func TestListPagesThroughManyDevicesFromTheMiddle(t *testing.T) {
 func deviceID(i int) string { return fmt.Sprintf("dev-%06d", i) }
 
 const nodeLost = tetherv1.DisconnectReason_DISCONNECT_REASON_NODE_LOST
+
+func TestFleetContract(t *testing.T) {
+	storetest.RunFleet(t, storetest.Harness{
+		New: func(t *testing.T, opts storetest.Options) registry.Store {
+			st := memstore.New(memstore.Options{EventRetention: opts.EventRetention, DeviceRetention: opts.DeviceRetention,
+				HistoryLen: opts.HistoryLen, HistoryRetention: opts.HistoryRetention, NeverConnectedRetention: opts.NeverConnectedRetention})
+			t.Cleanup(func() { _ = st.Close() })
+			return st
+		},
+		Wrap: func(t *testing.T, body func(t *testing.T)) { synctest.Test(t, body) },
+	})
+}

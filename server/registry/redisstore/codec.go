@@ -37,6 +37,9 @@ const (
 	fDTime    = "d_time"
 	fDMessage = "d_message"
 	fDRestart = "d_restart"
+
+	fPreLabels  = "pre_labels"
+	fRegistered = "registered"
 )
 
 // maxLease: leases are computed in Lua, whose numbers are doubles.
@@ -129,7 +132,7 @@ func decodeRecord(id string, h map[string]string) (r registry.Record, ok bool) {
 	}
 	r = registry.Record{
 		DeviceID:  id,
-		Info:      decodeInfo(h[fInfo]),
+		Info:      registry.MergeLabels(decodeInfo(h[fInfo]), decodeLabels(h[fPreLabels])),
 		FirstSeen: parseTime(h[fFirstSeen]),
 		Lease:     parseUint(h[fLease]),
 	}

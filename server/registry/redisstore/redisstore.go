@@ -53,6 +53,16 @@ type Options struct {
 	// DeviceRetention is how long a device hash lives after its last write
 	// (PEXPIRE refreshed by every script).
 	DeviceRetention time.Duration
+	// HistoryLen is how many ended sessions each device's history keeps
+	// (default registry.DefaultHistoryLen, at most registry.MaxHistoryLen;
+	// negative keeps none).
+	HistoryLen int
+	// HistoryRetention is how long a history lives after its newest entry
+	// (default registry.DefaultHistoryRetention).
+	HistoryRetention time.Duration
+	// NeverConnectedRetention is how long a pre-registered record that never
+	// connected lives (default registry.DefaultNeverConnectedRetention).
+	NeverConnectedRetention time.Duration
 	// Logger receives warnings (e.g. an event that could not be appended).
 	Logger *slog.Logger
 	// Pools sizes the separate connection pools of lease writes, API reads
@@ -70,6 +80,10 @@ type Store struct {
 	eventMaxLen int64
 	retentionMS int64
 	log         *slog.Logger
+
+	historyLen       int
+	historyMS        int64
+	neverConnectedMS int64
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -97,6 +111,20 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	switch {
+	case opts.HistoryLen == 0:
+		opts.HistoryLen = registry.DefaultHistoryLen
+	case opts.HistoryLen < 0:
+		opts.HistoryLen = 0
+	case opts.HistoryLen > registry.MaxHistoryLen:
+		return nil, fmt.Errorf("redisstore: history length %d: at most %d", opts.HistoryLen, registry.MaxHistoryLen)
+	}
+	if opts.HistoryRetention <= 0 {
+		opts.HistoryRetention = registry.DefaultHistoryRetention
+	}
+	if opts.NeverConnectedRetention <= 0 {
+		opts.NeverConnectedRetention = registry.DefaultNeverConnectedRetention
+	}
 	routeClientLogs(opts.Logger)
 	c, err := newClients(opts.URL, opts.Pools)
 	if err != nil {
@@ -112,6 +140,10 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		eventMaxLen: opts.EventMaxLen,
 		retentionMS: opts.DeviceRetention.Milliseconds(),
 		log:         opts.Logger,
+
+		historyLen:       opts.HistoryLen,
+		historyMS:        max(opts.HistoryRetention.Milliseconds(), 1),
+		neverConnectedMS: max(opts.NeverConnectedRetention.Milliseconds(), 1),
 	}
 	c.addHook(s.sent)
 	if err := s.Ping(ctx); err != nil {
@@ -214,9 +246,10 @@ func (s *Store) Claim(ctx context.Context, req registry.ClaimRequest) (registry.
 		hasInfo = "1"
 		infoJS, boot = encodeInfo(req.Info)
 	}
-	res, err := claimScript.Run(ctx, s.rdb, []string{key},
+	res, err := claimScript.Run(ctx, s.rdb, []string{key, s.historyKey(req.DeviceID)},
 		req.DeviceID, fmtUint(floor), req.Node, req.RemoteAddr, req.Mode.String(),
 		hasInfo, infoJS, boot, fmtTime(req.Now), curNode, alive, s.retention(), req.ClaimID,
+		s.historyLen, s.historyMS,
 	).StringSlice()
 	if err != nil {
 		return registry.Claimed{}, unavailable("claim script", err)
@@ -336,8 +369,9 @@ func (s *Store) ReleaseClaim(ctx context.Context, deviceID, claimID string, end 
 // release runs release.lua, matching the session by end.Lease or, when
 // claimID is set, by the claim that made it.
 func (s *Store) release(ctx context.Context, deviceID, claimID string, end registry.Disconnect) error {
-	res, err := releaseScript.Run(ctx, s.rdb, []string{s.deviceKey(deviceID)},
-		fmtUint(end.Lease), end.Node, end.Reason.String(), fmtTime(end.Time), end.Message, end.Restart.String(), s.retention(), claimID).StringSlice()
+	res, err := releaseScript.Run(ctx, s.rdb, []string{s.deviceKey(deviceID), s.historyKey(deviceID)},
+		fmtUint(end.Lease), end.Node, end.Reason.String(), fmtTime(end.Time), end.Message, end.Restart.String(), s.retention(), claimID,
+		s.historyLen, s.historyMS).StringSlice()
 	if err != nil {
 		return unavailable("release", err)
 	}
@@ -693,6 +727,7 @@ func (s *Store) KeepNodeAlive(ctx context.Context, node, addr string, ttl time.D
 		s.errs.note(err)
 		return unavailable("keep node alive", err)
 	}
+	s.noteNode(ctx, node)
 	return nil
 }
 

@@ -26,11 +26,14 @@ var prefixes atomic.Int64
 func open(t testing.TB, url, prefix string, opts storetest.Options) *redisstore.Store {
 	t.Helper()
 	st, err := redisstore.New(t.Context(), redisstore.Options{
-		URL:             url,
-		KeyPrefix:       prefix,
-		EventMaxLen:     int64(opts.EventRetention),
-		DeviceRetention: opts.DeviceRetention,
-		Logger:          slog.New(slog.NewTextHandler(t.Output(), nil)),
+		URL:                     url,
+		KeyPrefix:               prefix,
+		EventMaxLen:             int64(opts.EventRetention),
+		DeviceRetention:         opts.DeviceRetention,
+		HistoryLen:              opts.HistoryLen,
+		HistoryRetention:        opts.HistoryRetention,
+		NeverConnectedRetention: opts.NeverConnectedRetention,
+		Logger:                  slog.New(slog.NewTextHandler(t.Output(), nil)),
 	})
 	if err != nil {
 		t.Fatalf("redisstore.New: %v", err)

@@ -24,6 +24,10 @@ var (
 	keepNodeSrc string
 	//go:embed scripts/zrem_if.lua
 	zremIfSrc string
+	//go:embed scripts/delete.lua
+	deleteSrc string
+	//go:embed scripts/preregister.lua
+	preregisterSrc string
 
 	claimScript      = redis.NewScript(claimSrc)
 	touchScript      = redis.NewScript(touchSrc)
@@ -32,6 +36,8 @@ var (
 	remirrorScript   = redis.NewScript(remirrorSrc)
 	keepNodeScript   = redis.NewScript(keepNodeSrc)
 	zremIfScript     = redis.NewScript(zremIfSrc)
+	deleteScript     = redis.NewScript(deleteSrc)
+	preregScript     = redis.NewScript(preregisterSrc)
 
-	allScripts = []*redis.Script{claimScript, touchScript, updateInfoScript, releaseScript, remirrorScript, keepNodeScript, zremIfScript}
+	allScripts = []*redis.Script{claimScript, touchScript, updateInfoScript, releaseScript, remirrorScript, keepNodeScript, zremIfScript, deleteScript, preregScript}
 )

@@ -22,6 +22,11 @@ type Options struct {
 	EventRetention int
 	// DeviceRetention is how long a record is kept after its last write.
 	DeviceRetention time.Duration
+	// HistoryLen, HistoryRetention, NeverConnectedRetention size the fleet
+	// views (RunFleet).
+	HistoryLen              int
+	HistoryRetention        time.Duration
+	NeverConnectedRetention time.Duration
 }
 
 // Harness adapts one Store implementation to the suite.

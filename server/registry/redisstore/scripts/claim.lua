@@ -13,6 +13,12 @@
 -- ARGV[12] retention in milliseconds (PEXPIRE of the hash)
 -- ARGV[13] claim id ("" = none): recorded as s_claim; a call whose claim id is
 --          already the current session's returns that session again
+-- KEYS[2]  the device's history list   ARGV[14] its length (0 = keep none)
+-- ARGV[15] its retention in milliseconds
+--
+-- A session this claim ends is pushed to the history with its restart
+-- verdict; when the previous session had already ended, the newest history
+-- entry (that session) learns the verdict.
 --
 -- Lease = max(stored lease + 1, Redis TIME in microseconds, floor + 1). With
 -- the claiming replica's clock in the floor, neither a Redis host whose clock
@@ -29,8 +35,21 @@
 -- "1" when the claim id was already current (nothing changed). A current
 -- session on the checked, dead node ends as NODE_LOST (at its last-seen
 -- time); any other current session ends as REPLACED at the claim time.
+-- push_history records an ended session in the device's history list
+-- (KEYS[2], same hash slot): newest first, at most n entries, expiring ttl
+-- milliseconds after the last push. Written after the hash's own writes (an
+-- OOM refusal can only hit the first write of a script).
+local function push_history(lease, node, connected, ended, reason, restart, rtt, msg, n, ttl)
+  n = tonumber(n) or 0
+  if n <= 0 then return end
+  redis.call('LPUSH', KEYS[2], cjson.encode({lease = lease, node = node, connected = connected or '',
+    ended = ended, reason = reason, restart = restart, rtt_ns = rtt or '0', message = string.sub(msg or '', 1, 128)}))
+  redis.call('LTRIM', KEYS[2], 0, n - 1)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+
 local key = KEYS[1]
-local cur = redis.call('HMGET', key, 'lease', 's_lease', 's_node', 's_last_seen', 's_connected', 'boot_id', 'd_lease', 's_claim')
+local cur = redis.call('HMGET', key, 'lease', 's_lease', 's_node', 's_last_seen', 's_connected', 'boot_id', 'd_lease', 's_claim', 's_rtt_ns')
 if ARGV[13] ~= '' and cur[8] == ARGV[13] and cur[2] and cur[2] ~= '' then
   return {cur[2], '', '', '', '', '', '', '1'}
 end
@@ -74,9 +93,18 @@ if old_lease and old_lease ~= '' then
   redis.call('HSET', key, 'd_lease', old_lease, 'd_node', old_node, 'd_reason', reason,
     'd_time', at, 'd_message', msg, 'd_restart', restart)
   out = {lease_s, old_lease, old_node, reason, at, restart, msg, '0'}
+  push_history(old_lease, old_node, cur[5], at, reason, restart, cur[9], msg, ARGV[14], ARGV[15])
 elseif cur[7] and cur[7] == cur[1] then
   -- The previous session already ended: its end learns the verdict.
   redis.call('HSET', key, 'd_restart', restart)
+  local head = redis.call('LINDEX', KEYS[2], 0)
+  if head then
+    local ok, e = pcall(cjson.decode, head)
+    if ok and type(e) == 'table' and e.lease == cur[7] then
+      e.restart = restart
+      redis.call('LSET', KEYS[2], 0, cjson.encode(e))
+    end
+  end
 end
 
 redis.call('HSET', key, 'id', ARGV[1], 'lease', lease_s,

@@ -6,13 +6,29 @@
 -- ARGV[6] restart verdict name   ARGV[7] retention in milliseconds
 -- ARGV[8] claim id: when not "", the session is matched by the claim id that
 --         made it (s_claim) instead of by ARGV[1] (ReleaseClaim)
+-- KEYS[2] the device's history list   ARGV[9] its length (0 = keep none)
+-- ARGV[10] its retention in milliseconds
 --
 -- Returns {"1", node, lease} when the session matched: its fields are
--- removed (the device reads offline) and d_* hold the end. Otherwise
+-- removed (the device reads offline), d_* hold the end and the history has
+-- it as its newest entry. Otherwise
 -- nothing changes and it returns {"0"} when a newer lease was issued than
 -- ARGV[1] (stale), {"2"} when there is nothing to end (missing).
+-- push_history records an ended session in the device's history list
+-- (KEYS[2], same hash slot): newest first, at most n entries, expiring ttl
+-- milliseconds after the last push. Written after the hash's own writes (an
+-- OOM refusal can only hit the first write of a script).
+local function push_history(lease, node, connected, ended, reason, restart, rtt, msg, n, ttl)
+  n = tonumber(n) or 0
+  if n <= 0 then return end
+  redis.call('LPUSH', KEYS[2], cjson.encode({lease = lease, node = node, connected = connected or '',
+    ended = ended, reason = reason, restart = restart, rtt_ns = rtt or '0', message = string.sub(msg or '', 1, 128)}))
+  redis.call('LTRIM', KEYS[2], 0, n - 1)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+
 local key = KEYS[1]
-local s = redis.call('HMGET', key, 's_lease', 's_node', 'lease', 's_claim')
+local s = redis.call('HMGET', key, 's_lease', 's_node', 'lease', 's_claim', 's_connected', 's_rtt_ns')
 local lease = ARGV[1]
 if ARGV[8] ~= '' then
   if not s[1] or s[1] == '' or s[4] ~= ARGV[8] then
@@ -33,4 +49,5 @@ redis.call('HDEL', key, 's_lease', 's_node', 's_remote', 's_mode', 's_connected'
 redis.call('HSET', key, 'd_lease', lease, 'd_node', node, 'd_reason', ARGV[3],
   'd_time', ARGV[4], 'd_message', ARGV[5], 'd_restart', ARGV[6])
 redis.call('PEXPIRE', key, ARGV[7])
+push_history(lease, node, s[5], ARGV[4], ARGV[3], ARGV[6], s[6], ARGV[5], ARGV[9], ARGV[10])
 return {'1', node, lease}
