@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,6 +113,7 @@ type Feed struct {
 	history  []*Item // contiguous events ending at last, at most cfg.History
 	watchers map[*Watcher]struct{}
 	closed   bool
+	scratch  []*Watcher // publish's list of watchers (owned by Run's goroutine)
 
 	reads, events, slow, resnapshots atomic.Uint64
 	readErrors                       atomic.Uint64
@@ -331,8 +333,18 @@ func (f *Feed) shutdown() {
 	}
 }
 
+// fanoutChunk is how many watchers publish hands an event batch to before it
+// yields the processor. Each woken watcher writes to its client (tens of
+// microseconds); handing a batch to ten thousand at once would queue every
+// other goroutine of the replica (a unary call, a lease renewal) behind all
+// of them, while handing it over in small chunks lets them interleave.
+const fanoutChunk = 32
+
 // publish appends evs to the history and offers them to every watcher
-// without blocking: a watcher without room is ended as slow.
+// without blocking: a watcher without room is ended as slow. Watchers are
+// served in chunks of fanoutChunk, yielding in between; a watcher that
+// subscribes meanwhile starts after evs (or replays them from the history),
+// one that leaves meanwhile is skipped.
 func (f *Feed) publish(evs []registry.Event) {
 	f.events.Add(uint64(len(evs)))
 	items := make([]Item, len(evs))
@@ -342,7 +354,6 @@ func (f *Feed) publish(evs []registry.Event) {
 		ptrs[i] = &items[i]
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.last = evs[len(evs)-1].ID
 	f.history = append(f.history, ptrs...)
 	if over := len(f.history) - f.cfg.History; over > 0 {
@@ -352,23 +363,42 @@ func (f *Feed) publish(evs []registry.Event) {
 		clear(f.history[n:])
 		f.history = f.history[:n]
 	}
+	targets := f.scratch[:0]
 	for w := range f.watchers {
-		for _, e := range ptrs {
-			if w.skip != "" {
-				if CompareIDs(e.ID, w.skip) <= 0 {
-					continue
-				}
-				w.skip = ""
+		targets = append(targets, w)
+	}
+	f.mu.Unlock()
+	for i := 0; i < len(targets); i += fanoutChunk {
+		if i > 0 {
+			runtime.Gosched()
+		}
+		f.mu.Lock()
+		for _, w := range targets[i:min(i+fanoutChunk, len(targets))] {
+			f.offerLocked(w, ptrs)
+		}
+		f.mu.Unlock()
+	}
+	clear(targets)
+	f.scratch = targets
+}
+
+// offerLocked queues evs for w, or ends it as slow when its buffer is full.
+func (f *Feed) offerLocked(w *Watcher, evs []*Item) {
+	for _, e := range evs {
+		if w.ended {
+			return
+		}
+		if w.skip != "" {
+			if CompareIDs(e.ID, w.skip) <= 0 {
+				continue
 			}
-			select {
-			case w.ch <- e:
-			default:
-				f.slow.Add(1)
-				f.endLocked(w, EndSlow)
-			}
-			if w.ended {
-				break
-			}
+			w.skip = ""
+		}
+		select {
+		case w.ch <- e:
+		default:
+			f.slow.Add(1)
+			f.endLocked(w, EndSlow)
 		}
 	}
 }
