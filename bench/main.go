@@ -35,7 +35,7 @@ import (
 
 var (
 	binDir    = flag.String("bin", "bin", "directory with tether-server, tether-gateway, tether-loadgen")
-	scenarios = flag.String("scenarios", "hold,redis,commands,detect", "comma-separated: hold, redis, commands, detect, floor, cluster, watchers")
+	scenarios = flag.String("scenarios", "hold,redis,commands,detect", "comma-separated: hold, redis, commands, detect, floor, cluster, watchers, jobs")
 	holdN     = flag.Int("hold-devices", 19000, "sessions for the single-process hold scenario")
 	redisN    = flag.Int("redis-devices", 10000, "sessions for the Redis cost scenario")
 	cmdN      = flag.Int("commands-idle", 10000, "idle sessions held during the command benchmarks")
@@ -124,6 +124,8 @@ func main() {
 			detect()
 		case "watchers":
 			watchers()
+		case "jobs":
+			jobsScenario()
 		case "floor":
 			floor()
 		case "":

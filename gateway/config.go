@@ -91,6 +91,11 @@ type Config struct {
 	// Nil means the handler's connection.
 	StreamConn *grpc.ClientConn
 
+	// LocalWatch, for NewHandler only, serves the watch route in this
+	// process instead of over StreamConn (tether-server's in-process
+	// gateway): same responses, each event encoded once for every watcher.
+	LocalWatch LocalWatch
+
 	// WatchConns, for New only, is how many connections are dialled for
 	// watch streams besides the one for unary calls. Zero means
 	// DefaultWatchConns.

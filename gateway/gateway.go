@@ -92,6 +92,9 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if len(cfg.Servers) == 0 {
 		return nil, errors.New("gateway: Servers: at least one server address is required")
 	}
+	if cfg.LocalWatch != nil {
+		return nil, errors.New("gateway: LocalWatch is only for NewHandler")
+	}
 	target := cfg.Servers[0]
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),

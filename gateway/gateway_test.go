@@ -507,7 +507,7 @@ func TestTheOpenAPIDocumentDescribesEveryRouteAndTheGatewayServesThem(t *testing
 		t.Fatal("no HTTP rules found in gateway.yaml")
 	}
 	for _, m := range matches {
-		path := strings.ReplaceAll(m[2], "{device_id}", "{deviceId}")
+		path := strings.NewReplacer("{device_id}", "{deviceId}", "{job_id}", "{jobId}").Replace(m[2])
 		if _, ok := doc.Paths[path][m[1]]; !ok {
 			t.Errorf("gateway.yaml rule %s %s is not in the OpenAPI document", m[1], m[2])
 		}
@@ -516,7 +516,7 @@ func TestTheOpenAPIDocumentDescribesEveryRouteAndTheGatewayServesThem(t *testing
 	// Every operation in the document is served: not 404 or 405.
 	for path, ops := range doc.Paths {
 		for method := range ops {
-			url := g.url + strings.ReplaceAll(path, "{deviceId}", "d1")
+			url := g.url + strings.NewReplacer("{deviceId}", "d1", "{jobId}", "j1").Replace(path)
 			method = strings.ToUpper(method)
 			var resp *http.Response
 			if method == "POST" {

@@ -25,6 +25,7 @@ import (
 
 	tetherv1gw "github.com/tetherhq/tether/api/gw/tether/v1"
 	"github.com/tetherhq/tether/api/openapi"
+	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
 	"github.com/tetherhq/tether/gateway/ui"
 )
 
@@ -87,6 +88,15 @@ func (g *Gateway) newAPIMux(ctx context.Context) (*runtime.ServeMux, error) {
 	)
 	if err := tetherv1gw.RegisterDeviceServiceHandlerClient(ctx, mux, newSplitClient(g.conn, g.streams)); err != nil {
 		return nil, fmt.Errorf("gateway: register DeviceService: %w", err)
+	}
+	if err := tetherv1gw.RegisterJobServiceHandlerClient(ctx, mux, tetherv1.NewJobServiceClient(g.conn)); err != nil {
+		return nil, fmt.Errorf("gateway: register JobService: %w", err)
+	}
+	if g.cfg.LocalWatch != nil {
+		// Registered after the generated routes, so it takes precedence.
+		if err := mux.HandlePath(http.MethodGet, watchPath, g.serveLocalWatch(mux)); err != nil {
+			return nil, fmt.Errorf("gateway: route %s: %w", watchPath, err)
+		}
 	}
 	doc := openapi.JSON()
 	table, err := newRouteTable(doc, openAPIPath, healthzPath, readyzPath)

@@ -116,7 +116,7 @@ func (c *Config) checkSecurity() error {
 	return nil
 }
 
-func (c *Config) buildSecurity(store registry.Store, log *slog.Logger) (*security, error) {
+func (c *Config) buildSecurity(store registry.Nodes, log *slog.Logger) (*security, error) {
 	sec := c.Security
 	out := &security{creds: insecure.NewCredentials()}
 	if sec.TLS() {
@@ -182,7 +182,7 @@ func (c *Config) buildSecurity(store registry.Store, log *slog.Logger) (*securit
 // knownPeer accepts the listed names and the live nodes of the registry
 // (remembered for a few seconds, so that a burst of forwards costs one
 // registry read).
-func knownPeer(store registry.Store, listed []string) func(context.Context, string) (bool, error) {
+func knownPeer(store registry.Nodes, listed []string) func(context.Context, string) (bool, error) {
 	var mu sync.Mutex
 	live := map[string]time.Time{}
 	return func(ctx context.Context, node string) (bool, error) {

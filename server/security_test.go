@@ -330,8 +330,8 @@ func TestAPIKeyRolesAreEnforcedOnGRPCAndThroughTheGateway(t *testing.T) {
 		want string
 		code codes.Code
 	}{
-		{"viewer", withKey("viewer-key-0123456789"), "grpc.health.v1.Health grpc.reflection.v1.ServerReflection grpc.reflection.v1alpha.ServerReflection tether.v1.AdminService tether.v1.AgentService tether.v1.DeviceService tether.v1.PeerService file:tether.v1.DeviceService", codes.OK},
-		{"admin", withKey("admin-key-0123456789"), "grpc.health.v1.Health grpc.reflection.v1.ServerReflection grpc.reflection.v1alpha.ServerReflection tether.v1.AdminService tether.v1.AgentService tether.v1.DeviceService tether.v1.PeerService file:tether.v1.DeviceService", codes.OK},
+		{"viewer", withKey("viewer-key-0123456789"), "grpc.health.v1.Health grpc.reflection.v1.ServerReflection grpc.reflection.v1alpha.ServerReflection tether.v1.AdminService tether.v1.AgentService tether.v1.DeviceService tether.v1.JobService tether.v1.PeerService file:tether.v1.DeviceService", codes.OK},
+		{"admin", withKey("admin-key-0123456789"), "grpc.health.v1.Health grpc.reflection.v1.ServerReflection grpc.reflection.v1alpha.ServerReflection tether.v1.AdminService tether.v1.AgentService tether.v1.DeviceService tether.v1.JobService tether.v1.PeerService file:tether.v1.DeviceService", codes.OK},
 		{"no key", context.Background(), "grpc.health.v1.Health", codes.OK},
 		{"unknown key", withKey("not-a-key-0123456789"), "", codes.Unauthenticated},
 	} {

@@ -22,15 +22,18 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/test/bufconn"
 
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
 	"github.com/tetherhq/tether/server/access"
 	"github.com/tetherhq/tether/server/adminapi"
 	"github.com/tetherhq/tether/server/deviceapi"
+	"github.com/tetherhq/tether/server/jobs"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/proxyproto"
 	"github.com/tetherhq/tether/server/registry"
+	"github.com/tetherhq/tether/server/router"
 	"github.com/tetherhq/tether/server/session"
 )
 
@@ -74,6 +77,9 @@ type Config struct {
 	Fleet FleetRetention
 	// Limits bounds what callers can make the replica hold (limits.go).
 	Limits Limits
+	// Jobs configures JobService and the job runner (served when the
+	// store keeps jobs: both built-in stores do).
+	Jobs Jobs
 	// Logger is the server's logger.
 	Logger *slog.Logger
 	// ProxyProtocolFrom, if set, are the networks of the L4 balancers in
@@ -94,7 +100,9 @@ type Config struct {
 	// streams (so that no number of watches can delay a unary call); set by
 	// the command (keeps this package free of the gateway's dependencies in
 	// tests that do not need it).
-	GatewayHandler func(ctx context.Context, unary, streams *grpc.ClientConn) (http.Handler, error)
+	// local serves the gateway's HTTP watches straight from this replica's
+	// event feed (see LocalWatch).
+	GatewayHandler func(ctx context.Context, unary, streams *grpc.ClientConn, local LocalWatch) (http.Handler, error)
 	// Version is reported in logs.
 	Version string
 }
@@ -137,7 +145,9 @@ type Server struct {
 	store   registry.Store
 	hub     *session.Hub
 	api     *deviceapi.Service
-	peers   *deviceapi.Peers
+	router  *router.Router
+	jobs    *jobs.Runner // nil when the store keeps no jobs
+	peers   *router.Peers
 	grpc    *grpc.Server
 	inner   *grpc.Server // serves the in-process gateway over memory (no stream cap)
 	health  *health.Server
@@ -216,8 +226,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.hub = hub
-	s.peers = deviceapi.NewPeers(peerOpts...)
-	s.api = deviceapi.New(deviceapi.Config{Logger: cfg.Logger, Peers: s.peers, OutputCap: cfg.CommandOutputCap,
+	s.peers = router.NewPeers(peerOpts...)
+	s.router = router.New(router.Config{Hub: hub, Registry: store, Peers: s.peers, OutputCap: cfg.CommandOutputCap, Metrics: s.metrics, Logger: cfg.Logger})
+	s.api = deviceapi.New(deviceapi.Config{Logger: cfg.Logger, Router: s.router,
 		MaxPageBytes: cfg.Limits.MaxPageBytes, MaxWatchers: cfg.Limits.MaxWatchers, MaxWatchersPerKey: cfg.Limits.MaxWatchersPerKey,
 		MaxSnapshotReads: cfg.Limits.MaxSnapshotReads, WatchBuffer: cfg.Limits.WatchBuffer, KeyName: sec.keyName,
 	}, store, hub, s.metrics)
@@ -249,7 +260,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	)
 	tetherv1.RegisterAgentServiceServer(s.grpc, hub)
 	tetherv1.RegisterDeviceServiceServer(s.grpc, s.api)
-	tetherv1.RegisterPeerServiceServer(s.grpc, s.api.PeerServer())
+	tetherv1.RegisterPeerServiceServer(s.grpc, s.router.PeerServer())
+	jobSvc := s.newJobs(store, sec)
+	if jobSvc != nil {
+		tetherv1.RegisterJobServiceServer(s.grpc, jobSvc)
+	}
 	if rev, ok := store.(registry.Revocations); ok {
 		tetherv1.RegisterAdminServiceServer(s.grpc, adminapi.New(rev))
 	}
@@ -268,8 +283,27 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		grpc.MaxRecvMsgSize(1<<20),
 	)
 	tetherv1.RegisterDeviceServiceServer(s.inner, s.api)
+	if jobSvc != nil {
+		tetherv1.RegisterJobServiceServer(s.inner, jobSvc)
+	}
 	healthpb.RegisterHealthServer(s.inner, s.health)
 	return s, nil
+}
+
+// LocalWatch serves one WatchDevices stream of the in-process gateway without
+// a gRPC stream in between: md is the call's metadata as the gateway would
+// have sent it (authorization, x-request-id), and send gets every message
+// (deviceapi.LocalSend). Authorization, limits and errors are those of the
+// gRPC call; each event of the replica's feed is encoded once for all such
+// watchers instead of once per watcher.
+type LocalWatch = func(ctx context.Context, md metadata.MD, req *tetherv1.WatchDevicesRequest, send deviceapi.LocalSend) error
+
+func (s *Server) localWatch(ctx context.Context, md metadata.MD, req *tetherv1.WatchDevicesRequest, send deviceapi.LocalSend) error {
+	ctx, err := s.sec.policy.AuthorizeStream(metadata.NewIncomingContext(ctx, md), tetherv1.DeviceService_WatchDevices_FullMethodName)
+	if err != nil {
+		return err
+	}
+	return s.api.WatchLocal(ctx, req, send)
 }
 
 // Addr is the gRPC listen address.
@@ -322,6 +356,10 @@ func (s *Server) Run(ctx context.Context) error {
 	loops.Add(2)
 	go func() { defer loops.Done(); s.hub.Mirror(runCtx, s.cfg.Advertise) }()
 	go func() { defer loops.Done(); s.watchHealth(runCtx) }()
+	if s.jobs != nil {
+		loops.Add(1)
+		go func() { defer loops.Done(); s.jobs.Run(runCtx) }()
+	}
 	if rev := s.sec.policy.Revocations; rev != nil {
 		loops.Add(1)
 		go func() { defer loops.Done(); s.hub.WatchRevocations(runCtx, rev) }()
@@ -349,7 +387,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("gateway client: %w", err)
 		}
 		defer streams.Close()
-		h, err := s.cfg.GatewayHandler(runCtx, unary, streams)
+		h, err := s.cfg.GatewayHandler(runCtx, unary, streams, s.localWatch)
 		if err != nil {
 			return fmt.Errorf("gateway: %w", err)
 		}

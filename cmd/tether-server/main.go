@@ -90,6 +90,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.Session.FlapCooldown, "flap-cooldown", time.Minute, "how long a flapping device id's Hellos are refused (Close FLAPPING with retry_after)")
 	proxyFrom := fs.String("proxy-protocol-from", "", "comma-separated networks (CIDR) of L4 load balancers whose connections to --listen start with a PROXY protocol v2 header naming the client; empty = off (docs/ADMIN.md)")
 	limitFlags(fs, &cfg.Limits)
+	jobFlags(fs, &cfg.Jobs)
 	httpMaxBody := fs.Int64("http-max-body", gateway.DefaultMaxBodyBytes, "--http: maximum request body size in bytes")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -149,9 +150,9 @@ func run(args []string) error {
 	cfg.Version = version.String()
 	// One registry for the replica and its in-process gateway (--http).
 	cfg.Registry = prometheus.NewRegistry()
-	cfg.GatewayHandler = func(ctx context.Context, unary, streams *grpc.ClientConn) (http.Handler, error) {
+	cfg.GatewayHandler = func(ctx context.Context, unary, streams *grpc.ClientConn, local server.LocalWatch) (http.Handler, error) {
 		return gateway.NewHandler(ctx, unary, gateway.Config{Logger: log, Metrics: gateway.NewMetrics(cfg.Registry),
-			StreamConn: streams, RequireCredentials: cfg.Security.APIKeys.Len() > 0, MaxBodyBytes: *httpMaxBody})
+			StreamConn: streams, LocalWatch: local, RequireCredentials: cfg.Security.APIKeys.Len() > 0, MaxBodyBytes: *httpMaxBody})
 	}
 
 	logEffective(log, fs)
@@ -177,8 +178,11 @@ func validate(fs *flag.FlagSet) error {
 		return err
 	}
 	if err := envflag.Positive(fs, "ping-interval", "ping-timeout", "hello-timeout", "lease-ttl",
-		"mirror-interval", "drain-timeout", "device-retention", "flap-cooldown",
+		"mirror-interval", "drain-timeout", "device-retention", "flap-cooldown", "job-retention", "job-lease-ttl",
 		"never-connected-retention", "history-retention"); err != nil {
+		return err
+	}
+	if err := checkJobFlags(fs); err != nil {
 		return err
 	}
 	if v := fs.Lookup("history-length").Value.(flag.Getter).Get().(int); v < 1 || v > registry.MaxHistoryLen {

@@ -98,6 +98,7 @@ const (
 	peerPrefix   = "/tether.v1.PeerService/"
 	healthPrefix = "/grpc.health.v1.Health/"
 	devicePrefix = "/tether.v1.DeviceService/"
+	jobPrefix    = "/tether.v1.JobService/"
 
 	reflectionV1      = "/grpc.reflection.v1.ServerReflection/"
 	reflectionV1Alpha = "/grpc.reflection.v1alpha.ServerReflection/"
@@ -124,6 +125,13 @@ var methodRoles = map[string]Role{
 	devicePrefix + "ListNodes":                 RoleViewer,
 	devicePrefix + "PreRegisterDevice":         RoleOperator,
 	devicePrefix + "DeleteDevice":              RoleAdmin,
+	// Jobs send commands, and their results hold command output: every
+	// JobService method is for operators.
+	jobPrefix + "CreateJob":      RoleOperator,
+	jobPrefix + "GetJob":         RoleOperator,
+	jobPrefix + "ListJobs":       RoleOperator,
+	jobPrefix + "ListJobResults": RoleOperator,
+	jobPrefix + "CancelJob":      RoleOperator,
 }
 
 // RequiredRole is the API-key role a method needs (RoleNone: not an
@@ -178,6 +186,14 @@ func (p *Policy) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerIn
 		p.Audit.Refused(ctx, "device_mismatch", info.FullMethod, err)
 	}
 	return err
+}
+
+// AuthorizeStream authorizes a streaming call made in-process, without a gRPC
+// stream (the in-process gateway's watches): ctx carries the caller's
+// incoming metadata. It is what Stream checks, with the same refusals,
+// audit records and counters.
+func (p *Policy) AuthorizeStream(ctx context.Context, method string) (context.Context, error) {
+	return p.authorize(ctx, method, nil)
 }
 
 type ctxStream struct {

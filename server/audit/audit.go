@@ -61,6 +61,9 @@ var audited = map[string]string{
 	"/tether.v1.DeviceService/PreRegisterDevice": "pre_register_device",
 	"/tether.v1.PeerService/ForwardCommand":      "forward_command",
 	"/tether.v1.PeerService/ForwardDisconnect":   "forward_disconnect",
+	"/tether.v1.JobService/CreateJob":            "create_job",
+	"/tether.v1.JobService/CancelJob":            "cancel_job",
+	"/tether.v1.PeerService/Invoke":              "forward", // forward_<op>: invokeAction
 }
 
 const adminPrefix = "/tether.v1.AdminService/"
@@ -223,6 +226,9 @@ func (l *Log) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, ha
 	if action == "" || l == nil {
 		return handler(ctx, req)
 	}
+	if ir, ok := req.(*tetherv1.InvokeRequest); ok {
+		action = invokeAction(ir)
+	}
 	start := l.now()
 	resp, err := handler(ctx, req)
 	l.Call(ctx, action, req, err, l.now().Sub(start))
@@ -256,9 +262,28 @@ func (l *Log) Call(ctx context.Context, action string, req any, err error, took 
 	l.sink.add("audit", attrs)
 }
 
-// unwrap finds the inner request of the PeerService forwards.
+// invokeAction names a PeerService.Invoke call by its operation, as the
+// legacy forwards were named.
+func invokeAction(r *tetherv1.InvokeRequest) string {
+	switch {
+	case r.GetCommand() != nil:
+		return "forward_command"
+	case r.GetDisconnect() != nil:
+		return "forward_disconnect"
+	}
+	return "forward"
+}
+
+// unwrap finds the inner request of the PeerService calls.
 func unwrap(req any) any {
 	switch r := req.(type) {
+	case *tetherv1.InvokeRequest:
+		if c := r.GetCommand(); c != nil {
+			return c
+		}
+		if d := r.GetDisconnect(); d != nil {
+			return d
+		}
 	case *tetherv1.ForwardCommandRequest:
 		if r.GetRequest() != nil {
 			return r.GetRequest()

@@ -6,12 +6,11 @@ import (
 
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
 	"github.com/tetherhq/tether/server/registry"
-	"github.com/tetherhq/tether/server/session"
 )
 
-// deviceProto converts a record, overlaying the fresher liveness figures of
-// a local session that holds the record's lease.
-func deviceProto(r registry.Record, local *session.Session) *tetherv1.Device {
+// deviceProto converts a record (the router merges live session state in
+// first: Router.Merge).
+func deviceProto(r registry.Record) *tetherv1.Device {
 	d := &tetherv1.Device{DeviceId: r.DeviceID, Online: r.Online(), Info: r.Info, State: stateOf(r)}
 	if !r.FirstSeen.IsZero() {
 		d.FirstSeen = timestamppb.New(r.FirstSeen)
@@ -23,23 +22,11 @@ func deviceProto(r registry.Record, local *session.Session) *tetherv1.Device {
 		if !s.ConnectedAt.IsZero() {
 			ps.ConnectedAt = timestamppb.New(s.ConnectedAt)
 		}
-		lastSeen, rtt := s.LastSeen, s.RTT
-		if local != nil && local.Lease == s.Lease {
-			if ls := local.LastSeen(); ls.After(lastSeen) {
-				lastSeen = ls
-			}
-			if r := local.LastRTT(); r > 0 {
-				rtt = r
-			}
-			if info := local.Info(); info != nil && d.Info == nil {
-				d.Info = info
-			}
+		if !s.LastSeen.IsZero() {
+			ps.LastSeen = timestamppb.New(s.LastSeen)
 		}
-		if !lastSeen.IsZero() {
-			ps.LastSeen = timestamppb.New(lastSeen)
-		}
-		if rtt > 0 {
-			ps.LastRtt = durationpb.New(rtt)
+		if s.RTT > 0 {
+			ps.LastRtt = durationpb.New(s.RTT)
 		}
 		d.Session = ps
 	}

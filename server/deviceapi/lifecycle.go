@@ -99,5 +99,5 @@ func (s *Service) PreRegisterDevice(ctx context.Context, req *tetherv1.PreRegist
 	}
 	s.cfg.Logger.Info("device pre-registered", "device", id, "labels", len(req.GetLabels()))
 	s.fleetCache().forget()
-	return &tetherv1.PreRegisterDeviceResponse{Device: deviceProto(r, nil)}, nil
+	return &tetherv1.PreRegisterDeviceResponse{Device: deviceProto(r)}, nil
 }

@@ -3,11 +3,14 @@ package deviceapi_test
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
 	"github.com/tetherhq/tether/server/deviceapi"
@@ -123,6 +126,67 @@ func TestManyWatchersShareTheEventFeed(t *testing.T) {
 					break
 				}
 			}
+		}
+	})
+}
+
+// TestLocalWatchersEncodeEachEventOnce: WatchLocal (the in-process gateway's
+// path) hands every watcher the same message for an event of the feed, and
+// its cache runs the encoder once for all of them; messages of one watcher
+// alone (the first heartbeat) come without a cache.
+func TestLocalWatchersEncodeEachEventOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, session.Config{})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		const n = 50
+		var encodes atomic.Int64
+		var wg sync.WaitGroup
+		got := make(chan *tetherv1.WatchDevicesResponse, n)
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				wctx, stop := context.WithCancel(ctx)
+				defer stop()
+				err := f.svc.WatchLocal(wctx, &tetherv1.WatchDevicesRequest{}, func(resp *tetherv1.WatchDevicesResponse, cache func(func() []byte) []byte, _ bool) error {
+					e := resp.GetEvent()
+					if e.GetType() == tetherv1.EventType_EVENT_TYPE_HEARTBEAT {
+						if cache != nil {
+							t.Error("a heartbeat came with a shared cache")
+						}
+						return nil
+					}
+					if cache == nil {
+						t.Errorf("event %s came without a shared cache", e.GetType())
+						return nil
+					}
+					line := cache(func() []byte { encodes.Add(1); return []byte(e.GetEventId()) })
+					if string(line) != e.GetEventId() {
+						t.Errorf("cached line %q for event %s", line, e.GetEventId())
+					}
+					if e.GetType() == tetherv1.EventType_EVENT_TYPE_ONLINE && e.GetDeviceId() == "once" {
+						got <- resp
+						stop()
+					}
+					return nil
+				})
+				if status.Code(err) != codes.Canceled {
+					t.Errorf("WatchLocal ended with %v, want CANCELED", err)
+				}
+			}()
+		}
+		synctest.Wait() // every watcher has joined the feed
+		f.runAgent(t, "once", agentBehaviour{}, nil)
+		first := <-got
+		for range n - 1 {
+			if r := <-got; r != first {
+				t.Fatal("watchers got different messages for one event")
+			}
+		}
+		wg.Wait()
+		if c := encodes.Load(); c != 1 {
+			t.Fatalf("the event was encoded %d times for %d watchers, want once", c, n)
 		}
 	})
 }

@@ -3,7 +3,6 @@ package deviceapi
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -13,13 +12,13 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tetherhq/tether/api/deviceid"
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
 	"github.com/tetherhq/tether/server/feed"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/registry"
+	"github.com/tetherhq/tether/server/router"
 	"github.com/tetherhq/tether/server/session"
 )
 
@@ -31,11 +30,11 @@ const (
 	// page; a page holds at least one device. It stays well under the
 	// 4 MiB gRPC clients accept by default.
 	DefaultMaxPageBytes   = 1 << 20
-	DefaultCommandTimeout = 10 * time.Second
-	MaxCommandTimeout     = 5 * time.Minute
-	MaxCommandArgs        = 64
-	MaxCommandArgBytes    = 4096
-	MaxCommandNameBytes   = 64
+	DefaultCommandTimeout = router.DefaultCommandTimeout
+	MaxCommandTimeout     = router.MaxCommandTimeout
+	MaxCommandArgs        = router.MaxCommandArgs
+	MaxCommandArgBytes    = router.MaxCommandArgBytes
+	MaxCommandNameBytes   = router.MaxCommandNameBytes
 )
 
 // Config configures the Service.
@@ -46,8 +45,11 @@ type Config struct {
 	// OutputCap bounds command output relayed to callers. Default 64 KiB.
 	OutputCap int
 	// Peers reaches other replicas for devices they hold; nil means
-	// requests for such devices answer UNAVAILABLE.
-	Peers  *Peers
+	// requests for such devices answer UNAVAILABLE. Used when Router is nil.
+	Peers *router.Peers
+	// Router routes operations to sessions; nil builds one from the hub,
+	// the store and Peers.
+	Router *router.Router
 	Logger *slog.Logger
 
 	// MaxPageBytes bounds one ListDevices page by its encoded size as well
@@ -78,8 +80,8 @@ type Config struct {
 type Service struct {
 	tetherv1.UnimplementedDeviceServiceServer
 	cfg     Config
-	store   registry.Store
-	hub     *session.Hub
+	store   Store
+	router  *router.Router
 	metrics *metrics.Metrics
 
 	// closing ends every open watch when the server shuts down (grpc-go's
@@ -102,8 +104,17 @@ type Service struct {
 // Close ends every open WatchDevices stream.
 func (s *Service) Close() { s.close() }
 
+// Store is what the device API reads of the registry: devices
+// (registry.Reader), presence events for watches (registry.Events) and,
+// through the router, nodes (registry.Nodes).
+type Store interface {
+	registry.Reader
+	registry.Events
+	registry.Nodes
+}
+
 // New creates the Service.
-func New(cfg Config, store registry.Store, hub *session.Hub, m *metrics.Metrics) *Service {
+func New(cfg Config, store Store, hub *session.Hub, m *metrics.Metrics) *Service {
 	if cfg.WatchHeartbeat <= 0 {
 		cfg.WatchHeartbeat = 15 * time.Second
 	}
@@ -132,8 +143,12 @@ func New(cfg Config, store registry.Store, hub *session.Hub, m *metrics.Metrics)
 	if cfg.Feed.Logger == nil {
 		cfg.Feed.Logger = cfg.Logger
 	}
+	rt := cfg.Router
+	if rt == nil {
+		rt = router.New(router.Config{Hub: hub, Registry: store, Peers: cfg.Peers, OutputCap: cfg.OutputCap, Metrics: m, Logger: cfg.Logger})
+	}
 	closing, cancel := context.WithCancel(context.Background())
-	return &Service{cfg: cfg, store: store, hub: hub, metrics: m, closing: closing, close: cancel,
+	return &Service{cfg: cfg, store: store, router: rt, metrics: m, closing: closing, close: cancel,
 		feed:        feed.New(store, cfg.Feed),
 		snapshotSem: make(chan struct{}, cfg.MaxSnapshotReads),
 		watches:     watchSlots{maxTotal: cfg.MaxWatchers, maxPerKey: cfg.MaxWatchersPerKey, perKey: map[string]int{}},
@@ -142,37 +157,16 @@ func New(cfg Config, store registry.Store, hub *session.Hub, m *metrics.Metrics)
 }
 
 // storeErr maps a registry error to a gRPC status.
-func storeErr(op string, err error) error {
-	switch {
-	case errors.Is(err, registry.ErrNotFound):
-		// The store's wrapping ("get d9: registry: device not found") is
-		// internal; callers get the short form.
-		return status.Errorf(codes.NotFound, "%s not found", op)
-	case errors.Is(err, registry.ErrEventsExpired):
-		return status.Errorf(codes.OutOfRange, "%s: %v; reopen the watch with include_snapshot=true", op, err)
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Errorf(codes.DeadlineExceeded, "%s: %v", op, err)
-	case errors.Is(err, context.Canceled):
-		return status.Errorf(codes.Canceled, "%s: %v", op, err)
-	case errors.Is(err, registry.ErrUnavailable):
-		return status.Errorf(codes.Unavailable, "%s: the device registry is unreachable, retry later: %v", op, err)
-	}
-	return status.Errorf(codes.Internal, "%s: %v", op, err)
-}
+func storeErr(op string, err error) error { return router.StoreErr(op, err) }
 
-func validID(id string) error {
-	if err := deviceid.Validate(id); err != nil {
-		return status.Errorf(codes.InvalidArgument, "device_id: %v", err)
-	}
-	return nil
-}
+func validID(id string) error { return router.ValidID(id) }
 
-func (s *Service) local(r registry.Record) *session.Session {
-	if s.hub == nil || r.Session == nil {
-		return nil
-	}
-	return s.hub.Lookup(r.DeviceID)
-}
+// device converts a record with this replica's live session state merged in.
+func (s *Service) device(r registry.Record) *tetherv1.Device { return deviceProto(s.router.Merge(r)) }
+
+// Router is the service's fleet router (the PeerService and the job
+// runner use it too).
+func (s *Service) Router() *router.Router { return s.router }
 
 // GetDevice implements DeviceService.
 func (s *Service) GetDevice(ctx context.Context, req *tetherv1.GetDeviceRequest) (*tetherv1.GetDeviceResponse, error) {
@@ -183,7 +177,7 @@ func (s *Service) GetDevice(ctx context.Context, req *tetherv1.GetDeviceRequest)
 	if err != nil {
 		return nil, storeErr("device "+req.GetDeviceId(), err)
 	}
-	return &tetherv1.GetDeviceResponse{Device: deviceProto(r, s.local(r))}, nil
+	return &tetherv1.GetDeviceResponse{Device: s.device(r)}, nil
 }
 
 // Page tokens are the last device id of the previous page, base64url
@@ -246,7 +240,7 @@ func (s *Service) ListDevices(ctx context.Context, req *tetherv1.ListDevicesRequ
 	resp := &tetherv1.ListDevicesResponse{NextPageToken: encodeToken(page.Next)}
 	used := 0
 	for i, r := range page.Records {
-		d := deviceProto(r, s.local(r))
+		d := s.device(r)
 		n := proto.Size(d)
 		if i > 0 && used+n > s.cfg.MaxPageBytes {
 			// The page is full by size: continue after the last device sent.
@@ -259,170 +253,24 @@ func (s *Service) ListDevices(ctx context.Context, req *tetherv1.ListDevicesRequ
 	return resp, nil
 }
 
-// ValidateCommand checks a command request's name and args.
-func ValidateCommand(name string, args []string) error {
-	if name == "" {
-		return status.Error(codes.InvalidArgument, "name: the command name is required")
-	}
-	if len(name) > MaxCommandNameBytes {
-		return status.Errorf(codes.InvalidArgument, "name: longer than %d bytes", MaxCommandNameBytes)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return status.Errorf(codes.InvalidArgument, "name: character %q not allowed; use [A-Za-z0-9._-]", rune(c))
-		}
-	}
-	if len(args) > MaxCommandArgs {
-		return status.Errorf(codes.InvalidArgument, "args: %d arguments, at most %d allowed", len(args), MaxCommandArgs)
-	}
-	for i, a := range args {
-		if len(a) > MaxCommandArgBytes {
-			return status.Errorf(codes.InvalidArgument, "args[%d]: longer than %d bytes", i, MaxCommandArgBytes)
-		}
-	}
-	return nil
-}
+// ValidateCommand checks a command request's name and args (see
+// router.ValidateCommand).
+func ValidateCommand(name string, args []string) error { return router.ValidateCommand(name, args) }
 
-// CommandTimeout validates and defaults a requested timeout.
-func CommandTimeout(d *durationpb.Duration) (time.Duration, error) {
-	if d == nil {
-		return DefaultCommandTimeout, nil
-	}
-	if err := d.CheckValid(); err != nil {
-		return 0, status.Errorf(codes.InvalidArgument, "timeout: %v", err)
-	}
-	t := d.AsDuration()
-	switch {
-	case t < 0:
-		return 0, status.Errorf(codes.InvalidArgument, "timeout: %v is negative", t)
-	case t == 0:
-		return DefaultCommandTimeout, nil
-	case t > MaxCommandTimeout:
-		return 0, status.Errorf(codes.InvalidArgument, "timeout: %v exceeds the maximum of %v", t, MaxCommandTimeout)
-	}
-	return t, nil
-}
-
-func offlineErr(r registry.Record) error {
-	if l := r.LastDisconnect; l != nil && !l.Time.IsZero() {
-		return status.Errorf(codes.Unavailable, "device %s is offline since %s (%s)", r.DeviceID, l.Time.UTC().Format(time.RFC3339), metrics.ReasonLabel(l.Reason))
-	}
-	return status.Errorf(codes.Unavailable, "device %s is offline", r.DeviceID)
-}
+// CommandTimeout validates and defaults a requested timeout (see
+// router.CommandTimeout).
+func CommandTimeout(d *durationpb.Duration) (time.Duration, error) { return router.CommandTimeout(d) }
 
 // SendCommand implements DeviceService.
 func (s *Service) SendCommand(ctx context.Context, req *tetherv1.SendCommandRequest) (*tetherv1.SendCommandResponse, error) {
 	start := time.Now()
-	resp, err := s.sendCommand(ctx, req)
+	res, err := s.router.Run(ctx, router.Op{Command: req})
 	s.metrics.Command(status.Code(err).String(), time.Since(start))
-	return resp, err
-}
-
-func (s *Service) sendCommand(ctx context.Context, req *tetherv1.SendCommandRequest) (*tetherv1.SendCommandResponse, error) {
-	if err := validID(req.GetDeviceId()); err != nil {
-		return nil, err
-	}
-	if err := ValidateCommand(req.GetName(), req.GetArgs()); err != nil {
-		return nil, err
-	}
-	timeout, err := CommandTimeout(req.GetTimeout())
-	if err != nil {
-		return nil, err
-	}
-	r, err := s.store.Get(ctx, req.GetDeviceId())
-	if err != nil {
-		return nil, storeErr("device "+req.GetDeviceId(), err)
-	}
-	if r.Session == nil {
-		return nil, offlineErr(r)
-	}
-	if r.Session.Node != s.node() {
-		return s.forwardCommand(ctx, req, r, timeout)
-	}
-	return s.commandLocal(ctx, req, r.Session.Lease, timeout)
-}
-
-// commandLocal runs a command on this replica's session of the device, only
-// if that session holds lease.
-func (s *Service) commandLocal(ctx context.Context, req *tetherv1.SendCommandRequest, lease uint64, timeout time.Duration) (*tetherv1.SendCommandResponse, error) {
-	sess, err := s.localSession(ctx, req.GetDeviceId(), lease)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	id, res, err := sess.Command(ctx, req.GetName(), req.GetArgs(), timeout)
-	if err != nil {
-		return nil, err
-	}
-	out := res.GetOutput()
-	truncated := res.GetOutputTruncated()
-	if len(out) > s.cfg.OutputCap {
-		out, truncated = strings.ToValidUTF8(out[:s.cfg.OutputCap], ""), true
-	}
-	return &tetherv1.SendCommandResponse{
-		CommandId: id, LeaseId: sess.Lease, Node: s.node(),
-		ExitCode: res.GetExitCode(), Output: out, OutputTruncated: truncated, Error: res.GetError(),
-		Duration: res.GetDuration(), CompletedAt: timestamppb.Now(),
-	}, nil
-}
-
-func (s *Service) node() string { return s.hub.Config().Node }
-
-// localSession returns this replica's session of the device if it holds
-// exactly lease. Otherwise the registry is read again to say precisely what
-// happened: the device went offline (UNAVAILABLE) or a newer session took
-// over (ABORTED; the request is not re-sent to it).
-func (s *Service) localSession(ctx context.Context, deviceID string, lease uint64) (*session.Session, error) {
-	if sess := s.hub.Lookup(deviceID); sess != nil && sess.Lease == lease {
-		return sess, nil
-	}
-	r, err := s.store.Get(ctx, deviceID)
-	if err != nil {
-		return nil, storeErr("device "+deviceID, err)
-	}
-	if r.Session == nil {
-		return nil, offlineErr(r)
-	}
-	if r.Session.Lease != lease {
-		return nil, status.Errorf(codes.Aborted, "device %s: session %d was replaced by session %d (node %s) before the request was delivered; it was not re-sent", deviceID, lease, r.Session.Lease, r.Session.Node)
-	}
-	return nil, status.Errorf(codes.Unavailable, "device %s: session %d is not held by node %s", deviceID, lease, s.node())
+	return res.Command, err
 }
 
 // DisconnectDevice implements DeviceService.
 func (s *Service) DisconnectDevice(ctx context.Context, req *tetherv1.DisconnectDeviceRequest) (*tetherv1.DisconnectDeviceResponse, error) {
-	if err := validID(req.GetDeviceId()); err != nil {
-		return nil, err
-	}
-	r, err := s.store.Get(ctx, req.GetDeviceId())
-	if err != nil {
-		return nil, storeErr("device "+req.GetDeviceId(), err)
-	}
-	if r.Session == nil {
-		return nil, offlineErr(r)
-	}
-	if r.Session.Node != s.node() {
-		return s.forwardDisconnect(ctx, req, r)
-	}
-	return s.disconnectLocal(ctx, req, r.Session.Lease)
-}
-
-func (s *Service) disconnectLocal(ctx context.Context, req *tetherv1.DisconnectDeviceRequest, lease uint64) (*tetherv1.DisconnectDeviceResponse, error) {
-	sess, err := s.localSession(ctx, req.GetDeviceId(), lease)
-	if err != nil {
-		return nil, err
-	}
-	msg := req.GetMessage()
-	if msg == "" {
-		msg = "disconnected by an operator"
-	}
-	sess.End(tetherv1.DisconnectReason_DISCONNECT_REASON_KICKED, msg)
-	select {
-	case <-sess.Recorded(): // ended, and the registry says so
-	case <-ctx.Done():
-		return nil, status.FromContextError(ctx.Err()).Err()
-	}
-	return &tetherv1.DisconnectDeviceResponse{LeaseId: sess.Lease, Node: s.node()}, nil
+	res, err := s.router.Run(ctx, router.Op{Disconnect: req})
+	return res.Disconnect, err
 }

@@ -26,6 +26,7 @@ type fixture struct {
 	api    tetherv1.DeviceServiceClient
 	agents tetherv1.AgentServiceClient
 	hub    *session.Hub
+	svc    *deviceapi.Service
 }
 
 func newFixture(t *testing.T, cfg session.Config) *fixture {
@@ -60,7 +61,7 @@ func newFixtureAPI(t *testing.T, cfg session.Config, apiCfg deviceapi.Config) *f
 	mirrored := make(chan struct{})
 	go func() { hub.Mirror(mctx, "n1-addr"); close(mirrored) }()
 	t.Cleanup(func() { stopMirror(); <-mirrored; svc.Close(); conn.Close(); srv.Stop() })
-	return &fixture{api: tetherv1.NewDeviceServiceClient(conn), agents: tetherv1.NewAgentServiceClient(conn), hub: hub}
+	return &fixture{api: tetherv1.NewDeviceServiceClient(conn), agents: tetherv1.NewAgentServiceClient(conn), hub: hub, svc: svc}
 }
 
 // agentBehaviour says how a scripted agent answers commands.

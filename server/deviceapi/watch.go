@@ -127,7 +127,45 @@ func (s *Service) Feed() *feed.Feed { return s.feed }
 // come from the replica's one event feed (server/feed), not from a store read
 // per watch.
 func (s *Service) WatchDevices(req *tetherv1.WatchDevicesRequest, stream tetherv1.DeviceService_WatchDevicesServer) error {
-	ctx, cancel := context.WithCancel(stream.Context())
+	return s.watch(stream.Context(), req, func(resp *tetherv1.WatchDevicesResponse, _ *feed.Item, _ bool) error {
+		return stream.Send(resp)
+	})
+}
+
+// Memo slots of feed.Item used by the watch paths.
+const (
+	memoResponse = iota // the *tetherv1.WatchDevicesResponse of the event
+	memoLocal           // the in-process gateway's encoding (WatchLocal)
+)
+
+// LocalSend receives the messages of a WatchLocal stream in order. cache is
+// nil for a message of this watcher alone (snapshot, heartbeat); for an event
+// of the replica's feed, shared by every watcher, cache(encode) returns
+// encode's result computed once for all of them. more says that further
+// events are already queued (a writer may wait with its flush).
+type LocalSend = func(resp *tetherv1.WatchDevicesResponse, cache func(encode func() []byte) []byte, more bool) error
+
+// WatchLocal is WatchDevices for a caller in the same process (the in-process
+// JSON gateway), without a gRPC stream in between: ctx must carry the
+// caller's incoming metadata and be authorized as a WatchDevices call (see
+// access.Policy.AuthorizeStream). The stream semantics, limits and errors are
+// WatchDevices'; send is called from the calling goroutine only.
+func (s *Service) WatchLocal(ctx context.Context, req *tetherv1.WatchDevicesRequest, send LocalSend) error {
+	return s.watch(ctx, req, func(resp *tetherv1.WatchDevicesResponse, it *feed.Item, more bool) error {
+		if it == nil {
+			return send(resp, nil, more)
+		}
+		return send(resp, func(encode func() []byte) []byte {
+			return it.Memo(memoLocal, func() any { return encode() }).([]byte)
+		}, more)
+	})
+}
+
+// watch runs one watch stream, handing every message to emit: it (non-nil for
+// an event of the feed, shared by every watcher) and more (further events
+// queued) let emit reuse one encoding and batch its writes.
+func (s *Service) watch(ctx context.Context, req *tetherv1.WatchDevicesRequest, emit func(resp *tetherv1.WatchDevicesResponse, it *feed.Item, more bool) error) error {
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stopAfter := context.AfterFunc(s.closing, cancel)
 	defer stopAfter()
@@ -166,7 +204,7 @@ func (s *Service) WatchDevices(req *tetherv1.WatchDevicesRequest, stream tetherv
 		after = pos
 	}
 	send := func(e *tetherv1.DeviceEvent) error {
-		return stream.Send(&tetherv1.WatchDevicesResponse{Event: e})
+		return emit(&tetherv1.WatchDevicesResponse{Event: e}, nil, false)
 	}
 	if req.GetIncludeSnapshot() {
 		next := ""
@@ -180,7 +218,7 @@ func (s *Service) WatchDevices(req *tetherv1.WatchDevicesRequest, stream tetherv
 				return closed(storeErr("watch devices (snapshot)", err))
 			}
 			for _, r := range page.Records {
-				e := &tetherv1.DeviceEvent{Type: tetherv1.EventType_EVENT_TYPE_SNAPSHOT, DeviceId: r.DeviceID, Device: deviceProto(r, s.local(r)), Time: timestamppb.Now()}
+				e := &tetherv1.DeviceEvent{Type: tetherv1.EventType_EVENT_TYPE_SNAPSHOT, DeviceId: r.DeviceID, Device: s.device(r), Time: timestamppb.Now()}
 				if r.Session != nil {
 					e.LeaseId, e.Node = r.Session.Lease, r.Session.Node
 				}
@@ -254,7 +292,8 @@ func (s *Service) WatchDevices(req *tetherv1.WatchDevicesRequest, stream tetherv
 				}
 				return closed(status.Error(codes.Unavailable, "server is shutting down; reconnect and resume with after_event_id"))
 			}
-			if err := send(eventProto(*ev)); err != nil {
+			resp := ev.Memo(memoResponse, func() any { return &tetherv1.WatchDevicesResponse{Event: eventProto(ev.Event)} }).(*tetherv1.WatchDevicesResponse)
+			if err := emit(resp, ev, w.Pending() > 0); err != nil {
 				return err
 			}
 			after = ev.ID

@@ -13,11 +13,8 @@ import (
 	"github.com/tetherhq/tether/server/registry"
 )
 
-// Source is the part of registry.Store the feed reads.
-type Source interface {
-	ReadEvents(ctx context.Context, after string, limit int, wait time.Duration) ([]registry.Event, error)
-	LastEventID(ctx context.Context) (string, error)
-}
+// Source is the role of the registry the feed reads.
+type Source = registry.Events
 
 // Errors of Subscribe.
 var (
@@ -111,8 +108,8 @@ type Feed struct {
 	readyOnce sync.Once
 
 	mu       sync.Mutex
-	last     string            // id of the newest event read ("" = none yet)
-	history  []*registry.Event // contiguous events ending at last, at most cfg.History
+	last     string  // id of the newest event read ("" = none yet)
+	history  []*Item // contiguous events ending at last, at most cfg.History
 	watchers map[*Watcher]struct{}
 	closed   bool
 
@@ -126,11 +123,38 @@ func New(src Source, cfg Config) *Feed {
 	return &Feed{cfg: cfg.withDefaults(), src: src, ready: make(chan struct{}), watchers: map[*Watcher]struct{}{}}
 }
 
+// Item is one event as every watcher receives it: the same Item is shared by
+// all of them, so read it, never modify it. Memo caches what watchers derive
+// from the event (its API message, its JSON line), computed by the first
+// watcher that needs it, so that N watchers pay for one encoding.
+type Item struct {
+	registry.Event
+	memo [MemoSlots]atomic.Pointer[any]
+}
+
+// MemoSlots is how many derived forms an Item caches; each user of Memo owns
+// one slot index below it.
+const MemoSlots = 2
+
+// Memo returns the value cached in slot, computing it with make on first use.
+// Two watchers racing on an empty slot may both compute it; one result wins
+// and both return an equal value, so make must be deterministic.
+func (it *Item) Memo(slot int, make func() any) any {
+	if v := it.memo[slot].Load(); v != nil {
+		return *v
+	}
+	v := make()
+	if it.memo[slot].CompareAndSwap(nil, &v) {
+		return v
+	}
+	return *it.memo[slot].Load()
+}
+
 // Watcher is one subscription. Receive from Events until it is closed, then
 // Reason says why (EndNone after the watcher's own Close).
 type Watcher struct {
 	f      *Feed
-	ch     chan *registry.Event
+	ch     chan *Item
 	skip   string // events up to this id are not delivered (a resume point the feed had not reached)
 	ended  bool   // guarded by f.mu
 	reason atomic.Int32
@@ -139,7 +163,11 @@ type Watcher struct {
 // Events delivers the watcher's events in order; it is closed when the
 // watcher ends.
 // The events are shared by every watcher: read them, never modify them.
-func (w *Watcher) Events() <-chan *registry.Event { return w.ch }
+func (w *Watcher) Events() <-chan *Item { return w.ch }
+
+// Pending is how many events are queued for the watcher (a writer may wait
+// with its flush while more are queued).
+func (w *Watcher) Pending() int { return len(w.ch) }
 
 // Reason is why the feed ended the watcher (valid once Events is closed).
 func (w *Watcher) Reason() EndReason { return EndReason(w.reason.Load()) }
@@ -187,7 +215,7 @@ func (f *Feed) Subscribe(ctx context.Context, after string) (*Watcher, error) {
 	if f.closed {
 		return nil, ErrClosed
 	}
-	var replay []*registry.Event
+	var replay []*Item
 	w := &Watcher{f: f}
 	switch {
 	case after == "" || after == f.last:
@@ -202,7 +230,7 @@ func (f *Feed) Subscribe(ctx context.Context, after string) (*Watcher, error) {
 	default:
 		return nil, ErrNotRetained
 	}
-	w.ch = make(chan *registry.Event, f.cfg.Buffer+len(replay))
+	w.ch = make(chan *Item, f.cfg.Buffer+len(replay))
 	for _, e := range replay {
 		w.ch <- e
 	}
@@ -307,9 +335,11 @@ func (f *Feed) shutdown() {
 // without blocking: a watcher without room is ended as slow.
 func (f *Feed) publish(evs []registry.Event) {
 	f.events.Add(uint64(len(evs)))
-	ptrs := make([]*registry.Event, len(evs))
+	items := make([]Item, len(evs))
+	ptrs := make([]*Item, len(evs))
 	for i := range evs {
-		ptrs[i] = &evs[i]
+		items[i].Event = evs[i]
+		ptrs[i] = &items[i]
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

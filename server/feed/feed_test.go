@@ -21,7 +21,7 @@ func claim(t *testing.T, st *memstore.Store, id string) {
 	}
 }
 
-func recv(t *testing.T, w *Watcher) *registry.Event {
+func recv(t *testing.T, w *Watcher) *Item {
 	t.Helper()
 	select {
 	case e, ok := <-w.Events():
@@ -95,7 +95,7 @@ func TestSlowWatcherIsEndedWithoutBlockingOthers(t *testing.T) {
 		}
 		// The slow one never read: it holds its 4 buffered events, then
 		// its channel is closed with EndSlow.
-		var got []*registry.Event
+		var got []*Item
 		for e := range slow.Events() {
 			got = append(got, e)
 		}

@@ -45,8 +45,23 @@ var (
 	ErrEventsExpired = errors.New("registry: events before the resume point are no longer retained")
 )
 
-// Store is the registry's storage. All methods are safe for concurrent use.
+// Store is the registry's storage: every role below, and Close. All
+// methods are safe for concurrent use. Consumers take only the role they
+// use (the session hub Leases and Nodes, the device API Reader, the event
+// feed Events, peer authentication Nodes).
 type Store interface {
+	Leases
+	Reader
+	Events
+	Nodes
+
+	// Close releases the store's resources (not the registry's records).
+	Close() error
+}
+
+// Leases is the role of the session hub: the writes that make, renew,
+// re-assert and end sessions.
+type Leases interface {
 	// Claim makes a new session current for req.DeviceID and returns its
 	// lease. The lease is strictly greater than every lease the store ever
 	// issued for the device, greater than req.MinLease and not below
@@ -98,12 +113,27 @@ type Store interface {
 	// verifies those).
 	Reconcile(ctx context.Context, node string, held []Held, orphan func(deviceID string, lease uint64) bool) (Reconciled, error)
 
+	// Remirror re-asserts live sessions after the store lost data (e.g. a
+	// Redis restart without persistence). Each session is written back with
+	// its own lease, only where the store holds no newer lease for the device.
+	// It returns the sessions refused because a newer lease exists (Stale)
+	// and those whose outcome is unknown (Unknown: an error reply).
+	Remirror(ctx context.Context, sessions []Live) (RemirrorResult, error)
+}
+
+// Reader is the role of the device API and the fleet router: reading
+// devices.
+type Reader interface {
 	// Get returns one device.
 	Get(ctx context.Context, deviceID string) (Record, error)
 
 	// List returns a page of devices ordered by id.
 	List(ctx context.Context, q ListQuery) (ListPage, error)
+}
 
+// Events is the role of the event feed and the watch catch-up: reading
+// presence events.
+type Events interface {
 	// ReadEvents returns up to limit events after the event id after ("" =
 	// from the oldest retained), waiting up to wait for one to arrive when
 	// none is available. It returns ErrEventsExpired when events after the
@@ -113,7 +143,11 @@ type Store interface {
 	// LastEventID returns the id of the newest event ("" if none), so a
 	// watcher can start "from now".
 	LastEventID(ctx context.Context) (string, error)
+}
 
+// Nodes is the role of node liveness: the session hub renews and drops
+// its node, the router and peer authentication look nodes up.
+type Nodes interface {
 	// KeepNodeAlive renews the node's liveness for ttl and records addr as
 	// its peer address. Sessions on a node whose liveness lapsed read as
 	// offline (reason NODE_LOST).
@@ -124,16 +158,6 @@ type Store interface {
 
 	// DropNode ends the node's liveness at once (graceful shutdown).
 	DropNode(ctx context.Context, node string) error
-
-	// Remirror re-asserts live sessions after the store lost data (e.g. a
-	// Redis restart without persistence). Each session is written back with
-	// its own lease, only where the store holds no newer lease for the device.
-	// It returns the sessions refused because a newer lease exists (Stale)
-	// and those whose outcome is unknown (Unknown: an error reply).
-	Remirror(ctx context.Context, sessions []Live) (RemirrorResult, error)
-
-	// Close releases the store's resources (not the registry's records).
-	Close() error
 }
 
 // OutcomeOf names the outcome class of a store write's error: "applied"

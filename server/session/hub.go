@@ -30,7 +30,7 @@ type Hub struct {
 	tetherv1.UnimplementedAgentServiceServer
 
 	cfg     Config
-	store   registry.Store
+	store   Store
 	metrics *metrics.Metrics
 	log     *slog.Logger
 
@@ -71,8 +71,15 @@ type pendingRelease struct {
 // the same lease) before it refuses the agent and undoes the claim.
 const claimAttempts = 2
 
+// Store is what the hub needs of the registry: the session writes
+// (registry.Leases) and its node's liveness (registry.Nodes).
+type Store interface {
+	registry.Leases
+	registry.Nodes
+}
+
 // NewHub creates a Hub. m may be nil.
-func NewHub(cfg Config, store registry.Store, m *metrics.Metrics) (*Hub, error) {
+func NewHub(cfg Config, store Store, m *metrics.Metrics) (*Hub, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err

@@ -223,6 +223,190 @@ func (x *ForwardDisconnectResponse) GetResponse() *DisconnectDeviceResponse {
 	return nil
 }
 
+// InvokeRequest is one operation for the session of a device that holds
+// lease_id on the receiving replica.
+type InvokeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lease the calling replica saw in the registry.
+	LeaseId uint64 `protobuf:"varint,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// The operation.
+	//
+	// Types that are valid to be assigned to Op:
+	//
+	//	*InvokeRequest_Command
+	//	*InvokeRequest_Disconnect
+	Op            isInvokeRequest_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InvokeRequest) Reset() {
+	*x = InvokeRequest{}
+	mi := &file_tether_v1_peer_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InvokeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InvokeRequest) ProtoMessage() {}
+
+func (x *InvokeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_v1_peer_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InvokeRequest.ProtoReflect.Descriptor instead.
+func (*InvokeRequest) Descriptor() ([]byte, []int) {
+	return file_tether_v1_peer_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *InvokeRequest) GetLeaseId() uint64 {
+	if x != nil {
+		return x.LeaseId
+	}
+	return 0
+}
+
+func (x *InvokeRequest) GetOp() isInvokeRequest_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *InvokeRequest) GetCommand() *SendCommandRequest {
+	if x != nil {
+		if x, ok := x.Op.(*InvokeRequest_Command); ok {
+			return x.Command
+		}
+	}
+	return nil
+}
+
+func (x *InvokeRequest) GetDisconnect() *DisconnectDeviceRequest {
+	if x != nil {
+		if x, ok := x.Op.(*InvokeRequest_Disconnect); ok {
+			return x.Disconnect
+		}
+	}
+	return nil
+}
+
+type isInvokeRequest_Op interface {
+	isInvokeRequest_Op()
+}
+
+type InvokeRequest_Command struct {
+	// Run a command (SendCommand).
+	Command *SendCommandRequest `protobuf:"bytes,2,opt,name=command,proto3,oneof"`
+}
+
+type InvokeRequest_Disconnect struct {
+	// End the session (DisconnectDevice).
+	Disconnect *DisconnectDeviceRequest `protobuf:"bytes,3,opt,name=disconnect,proto3,oneof"`
+}
+
+func (*InvokeRequest_Command) isInvokeRequest_Op() {}
+
+func (*InvokeRequest_Disconnect) isInvokeRequest_Op() {}
+
+// InvokeResponse is the owner's answer to an InvokeRequest.
+type InvokeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The answer, of the operation's kind.
+	//
+	// Types that are valid to be assigned to Result:
+	//
+	//	*InvokeResponse_Command
+	//	*InvokeResponse_Disconnect
+	Result        isInvokeResponse_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InvokeResponse) Reset() {
+	*x = InvokeResponse{}
+	mi := &file_tether_v1_peer_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InvokeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InvokeResponse) ProtoMessage() {}
+
+func (x *InvokeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_v1_peer_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InvokeResponse.ProtoReflect.Descriptor instead.
+func (*InvokeResponse) Descriptor() ([]byte, []int) {
+	return file_tether_v1_peer_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *InvokeResponse) GetResult() isInvokeResponse_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *InvokeResponse) GetCommand() *SendCommandResponse {
+	if x != nil {
+		if x, ok := x.Result.(*InvokeResponse_Command); ok {
+			return x.Command
+		}
+	}
+	return nil
+}
+
+func (x *InvokeResponse) GetDisconnect() *DisconnectDeviceResponse {
+	if x != nil {
+		if x, ok := x.Result.(*InvokeResponse_Disconnect); ok {
+			return x.Disconnect
+		}
+	}
+	return nil
+}
+
+type isInvokeResponse_Result interface {
+	isInvokeResponse_Result()
+}
+
+type InvokeResponse_Command struct {
+	// The command's result.
+	Command *SendCommandResponse `protobuf:"bytes,1,opt,name=command,proto3,oneof"`
+}
+
+type InvokeResponse_Disconnect struct {
+	// The disconnect's result.
+	Disconnect *DisconnectDeviceResponse `protobuf:"bytes,2,opt,name=disconnect,proto3,oneof"`
+}
+
+func (*InvokeResponse_Command) isInvokeResponse_Result() {}
+
+func (*InvokeResponse_Disconnect) isInvokeResponse_Result() {}
+
 var File_tether_v1_peer_proto protoreflect.FileDescriptor
 
 const file_tether_v1_peer_proto_rawDesc = "" +
@@ -237,8 +421,22 @@ const file_tether_v1_peer_proto_rawDesc = "" +
 	"\arequest\x18\x01 \x01(\v2\".tether.v1.DisconnectDeviceRequestR\arequest\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\"\\\n" +
 	"\x19ForwardDisconnectResponse\x12?\n" +
-	"\bresponse\x18\x01 \x01(\v2#.tether.v1.DisconnectDeviceResponseR\bresponse2\xc4\x01\n" +
-	"\vPeerService\x12U\n" +
+	"\bresponse\x18\x01 \x01(\v2#.tether.v1.DisconnectDeviceResponseR\bresponse\"\xb1\x01\n" +
+	"\rInvokeRequest\x12\x19\n" +
+	"\blease_id\x18\x01 \x01(\x04R\aleaseId\x129\n" +
+	"\acommand\x18\x02 \x01(\v2\x1d.tether.v1.SendCommandRequestH\x00R\acommand\x12D\n" +
+	"\n" +
+	"disconnect\x18\x03 \x01(\v2\".tether.v1.DisconnectDeviceRequestH\x00R\n" +
+	"disconnectB\x04\n" +
+	"\x02op\"\x9d\x01\n" +
+	"\x0eInvokeResponse\x12:\n" +
+	"\acommand\x18\x01 \x01(\v2\x1e.tether.v1.SendCommandResponseH\x00R\acommand\x12E\n" +
+	"\n" +
+	"disconnect\x18\x02 \x01(\v2#.tether.v1.DisconnectDeviceResponseH\x00R\n" +
+	"disconnectB\b\n" +
+	"\x06result2\x83\x02\n" +
+	"\vPeerService\x12=\n" +
+	"\x06Invoke\x12\x18.tether.v1.InvokeRequest\x1a\x19.tether.v1.InvokeResponse\x12U\n" +
 	"\x0eForwardCommand\x12 .tether.v1.ForwardCommandRequest\x1a!.tether.v1.ForwardCommandResponse\x12^\n" +
 	"\x11ForwardDisconnect\x12#.tether.v1.ForwardDisconnectRequest\x1a$.tether.v1.ForwardDisconnectResponseB3Z1github.com/tetherhq/tether/api/tether/v1;tetherv1b\x06proto3"
 
@@ -254,31 +452,39 @@ func file_tether_v1_peer_proto_rawDescGZIP() []byte {
 	return file_tether_v1_peer_proto_rawDescData
 }
 
-var file_tether_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_tether_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_tether_v1_peer_proto_goTypes = []any{
 	(*ForwardCommandRequest)(nil),     // 0: tether.v1.ForwardCommandRequest
 	(*ForwardCommandResponse)(nil),    // 1: tether.v1.ForwardCommandResponse
 	(*ForwardDisconnectRequest)(nil),  // 2: tether.v1.ForwardDisconnectRequest
 	(*ForwardDisconnectResponse)(nil), // 3: tether.v1.ForwardDisconnectResponse
-	(*SendCommandRequest)(nil),        // 4: tether.v1.SendCommandRequest
-	(*SendCommandResponse)(nil),       // 5: tether.v1.SendCommandResponse
-	(*DisconnectDeviceRequest)(nil),   // 6: tether.v1.DisconnectDeviceRequest
-	(*DisconnectDeviceResponse)(nil),  // 7: tether.v1.DisconnectDeviceResponse
+	(*InvokeRequest)(nil),             // 4: tether.v1.InvokeRequest
+	(*InvokeResponse)(nil),            // 5: tether.v1.InvokeResponse
+	(*SendCommandRequest)(nil),        // 6: tether.v1.SendCommandRequest
+	(*SendCommandResponse)(nil),       // 7: tether.v1.SendCommandResponse
+	(*DisconnectDeviceRequest)(nil),   // 8: tether.v1.DisconnectDeviceRequest
+	(*DisconnectDeviceResponse)(nil),  // 9: tether.v1.DisconnectDeviceResponse
 }
 var file_tether_v1_peer_proto_depIdxs = []int32{
-	4, // 0: tether.v1.ForwardCommandRequest.request:type_name -> tether.v1.SendCommandRequest
-	5, // 1: tether.v1.ForwardCommandResponse.response:type_name -> tether.v1.SendCommandResponse
-	6, // 2: tether.v1.ForwardDisconnectRequest.request:type_name -> tether.v1.DisconnectDeviceRequest
-	7, // 3: tether.v1.ForwardDisconnectResponse.response:type_name -> tether.v1.DisconnectDeviceResponse
-	0, // 4: tether.v1.PeerService.ForwardCommand:input_type -> tether.v1.ForwardCommandRequest
-	2, // 5: tether.v1.PeerService.ForwardDisconnect:input_type -> tether.v1.ForwardDisconnectRequest
-	1, // 6: tether.v1.PeerService.ForwardCommand:output_type -> tether.v1.ForwardCommandResponse
-	3, // 7: tether.v1.PeerService.ForwardDisconnect:output_type -> tether.v1.ForwardDisconnectResponse
-	6, // [6:8] is the sub-list for method output_type
-	4, // [4:6] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	6,  // 0: tether.v1.ForwardCommandRequest.request:type_name -> tether.v1.SendCommandRequest
+	7,  // 1: tether.v1.ForwardCommandResponse.response:type_name -> tether.v1.SendCommandResponse
+	8,  // 2: tether.v1.ForwardDisconnectRequest.request:type_name -> tether.v1.DisconnectDeviceRequest
+	9,  // 3: tether.v1.ForwardDisconnectResponse.response:type_name -> tether.v1.DisconnectDeviceResponse
+	6,  // 4: tether.v1.InvokeRequest.command:type_name -> tether.v1.SendCommandRequest
+	8,  // 5: tether.v1.InvokeRequest.disconnect:type_name -> tether.v1.DisconnectDeviceRequest
+	7,  // 6: tether.v1.InvokeResponse.command:type_name -> tether.v1.SendCommandResponse
+	9,  // 7: tether.v1.InvokeResponse.disconnect:type_name -> tether.v1.DisconnectDeviceResponse
+	4,  // 8: tether.v1.PeerService.Invoke:input_type -> tether.v1.InvokeRequest
+	0,  // 9: tether.v1.PeerService.ForwardCommand:input_type -> tether.v1.ForwardCommandRequest
+	2,  // 10: tether.v1.PeerService.ForwardDisconnect:input_type -> tether.v1.ForwardDisconnectRequest
+	5,  // 11: tether.v1.PeerService.Invoke:output_type -> tether.v1.InvokeResponse
+	1,  // 12: tether.v1.PeerService.ForwardCommand:output_type -> tether.v1.ForwardCommandResponse
+	3,  // 13: tether.v1.PeerService.ForwardDisconnect:output_type -> tether.v1.ForwardDisconnectResponse
+	11, // [11:14] is the sub-list for method output_type
+	8,  // [8:11] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_tether_v1_peer_proto_init() }
@@ -287,13 +493,21 @@ func file_tether_v1_peer_proto_init() {
 		return
 	}
 	file_tether_v1_device_service_proto_init()
+	file_tether_v1_peer_proto_msgTypes[4].OneofWrappers = []any{
+		(*InvokeRequest_Command)(nil),
+		(*InvokeRequest_Disconnect)(nil),
+	}
+	file_tether_v1_peer_proto_msgTypes[5].OneofWrappers = []any{
+		(*InvokeResponse_Command)(nil),
+		(*InvokeResponse_Disconnect)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tether_v1_peer_proto_rawDesc), len(file_tether_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,6 +19,7 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
+	PeerService_Invoke_FullMethodName            = "/tether.v1.PeerService/Invoke"
 	PeerService_ForwardCommand_FullMethodName    = "/tether.v1.PeerService/ForwardCommand"
 	PeerService_ForwardDisconnect_FullMethodName = "/tether.v1.PeerService/ForwardDisconnect"
 )
@@ -32,10 +33,16 @@ const (
 // the lease it saw in the registry. It is not exposed through the JSON
 // gateway, and peers authenticate each other (see docs/SECURITY.md).
 type PeerServiceClient interface {
-	// ForwardCommand runs SendCommand on the owner's local session, only if
+	// Invoke runs one operation on the owner's local session, only if that
+	// session still holds lease_id. It is the one call the fleet router
+	// (server/router) makes; an error the owner produced carries a
+	// google.rpc.ErrorInfo detail (domain "tether.dev").
+	Invoke(ctx context.Context, in *InvokeRequest, opts ...grpc.CallOption) (*InvokeResponse, error)
+	// ForwardCommand (legacy, served for replicas of older versions during a
+	// rolling upgrade; new replicas call Invoke) runs SendCommand on the owner's local session, only if
 	// that session still holds lease_id (else ABORTED or UNAVAILABLE).
 	ForwardCommand(ctx context.Context, in *ForwardCommandRequest, opts ...grpc.CallOption) (*ForwardCommandResponse, error)
-	// ForwardDisconnect runs DisconnectDevice on the owner's local session,
+	// ForwardDisconnect (legacy, like ForwardCommand) runs DisconnectDevice on the owner's local session,
 	// only if that session still holds lease_id.
 	ForwardDisconnect(ctx context.Context, in *ForwardDisconnectRequest, opts ...grpc.CallOption) (*ForwardDisconnectResponse, error)
 }
@@ -46,6 +53,16 @@ type peerServiceClient struct {
 
 func NewPeerServiceClient(cc grpc.ClientConnInterface) PeerServiceClient {
 	return &peerServiceClient{cc}
+}
+
+func (c *peerServiceClient) Invoke(ctx context.Context, in *InvokeRequest, opts ...grpc.CallOption) (*InvokeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InvokeResponse)
+	err := c.cc.Invoke(ctx, PeerService_Invoke_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (c *peerServiceClient) ForwardCommand(ctx context.Context, in *ForwardCommandRequest, opts ...grpc.CallOption) (*ForwardCommandResponse, error) {
@@ -77,10 +94,16 @@ func (c *peerServiceClient) ForwardDisconnect(ctx context.Context, in *ForwardDi
 // the lease it saw in the registry. It is not exposed through the JSON
 // gateway, and peers authenticate each other (see docs/SECURITY.md).
 type PeerServiceServer interface {
-	// ForwardCommand runs SendCommand on the owner's local session, only if
+	// Invoke runs one operation on the owner's local session, only if that
+	// session still holds lease_id. It is the one call the fleet router
+	// (server/router) makes; an error the owner produced carries a
+	// google.rpc.ErrorInfo detail (domain "tether.dev").
+	Invoke(context.Context, *InvokeRequest) (*InvokeResponse, error)
+	// ForwardCommand (legacy, served for replicas of older versions during a
+	// rolling upgrade; new replicas call Invoke) runs SendCommand on the owner's local session, only if
 	// that session still holds lease_id (else ABORTED or UNAVAILABLE).
 	ForwardCommand(context.Context, *ForwardCommandRequest) (*ForwardCommandResponse, error)
-	// ForwardDisconnect runs DisconnectDevice on the owner's local session,
+	// ForwardDisconnect (legacy, like ForwardCommand) runs DisconnectDevice on the owner's local session,
 	// only if that session still holds lease_id.
 	ForwardDisconnect(context.Context, *ForwardDisconnectRequest) (*ForwardDisconnectResponse, error)
 	mustEmbedUnimplementedPeerServiceServer()
@@ -93,6 +116,9 @@ type PeerServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedPeerServiceServer struct{}
 
+func (UnimplementedPeerServiceServer) Invoke(context.Context, *InvokeRequest) (*InvokeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Invoke not implemented")
+}
 func (UnimplementedPeerServiceServer) ForwardCommand(context.Context, *ForwardCommandRequest) (*ForwardCommandResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ForwardCommand not implemented")
 }
@@ -118,6 +144,24 @@ func RegisterPeerServiceServer(s grpc.ServiceRegistrar, srv PeerServiceServer) {
 		t.testEmbeddedByValue()
 	}
 	s.RegisterService(&PeerService_ServiceDesc, srv)
+}
+
+func _PeerService_Invoke_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InvokeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServiceServer).Invoke(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeerService_Invoke_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServiceServer).Invoke(ctx, req.(*InvokeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
 }
 
 func _PeerService_ForwardCommand_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -163,6 +207,10 @@ var PeerService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "tether.v1.PeerService",
 	HandlerType: (*PeerServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Invoke",
+			Handler:    _PeerService_Invoke_Handler,
+		},
 		{
 			MethodName: "ForwardCommand",
 			Handler:    _PeerService_ForwardCommand_Handler,

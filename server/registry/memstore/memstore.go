@@ -58,6 +58,7 @@ type Store struct {
 	nextSweep time.Time
 
 	revoked revocations // the token deny list (revocations.go)
+	jobs    jobs        // jobs and their results (jobs.go)
 
 	fleet fleetState // history, node renewals (fleet.go)
 }

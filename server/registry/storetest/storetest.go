@@ -84,6 +84,7 @@ func Run(t *testing.T, h Harness) {
 		{"ReplicasShareLeasesAndFencing", testReplicas},
 	}
 	tests = append(tests, ambiguityTests...)
+	tests = append(tests, jobTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if h.Wrap != nil {

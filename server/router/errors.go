@@ -1,0 +1,68 @@
+package router
+
+import (
+	"errors"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// ErrorDomain is the ErrorInfo domain of the errors the router marks.
+const ErrorDomain = "tether.dev"
+
+// Reasons an error carries in its ErrorInfo.
+const (
+	// ReasonOwnerAnswer: the replica holding the session answered (the
+	// command failed, timed out, or the session ended under it).
+	ReasonOwnerAnswer = "OWNER_ANSWER"
+	// ReasonNotHeld: the replica asked does not hold the lease the caller
+	// saw (the device went offline, or a newer session took over); the
+	// operation was not delivered.
+	ReasonNotHeld = "NOT_HELD"
+	// ReasonOwnerUnreachable: the replica holding the session could not be
+	// reached (or has no peer routing); the outcome of the hop is unknown
+	// only for a call that reached the wire.
+	ReasonOwnerUnreachable = "OWNER_UNREACHABLE"
+)
+
+// mark returns err's status with an ErrorInfo of reason added (the code and
+// message are kept). An error that already carries a tether.dev ErrorInfo
+// is returned unchanged.
+func mark(err error, reason, deviceID, node string) error {
+	if err == nil || Reason(err) != "" {
+		return err
+	}
+	st := status.Convert(err)
+	md := map[string]string{"node": node}
+	if deviceID != "" {
+		md["device_id"] = deviceID
+	}
+	out, derr := st.WithDetails(&errdetails.ErrorInfo{Domain: ErrorDomain, Reason: reason, Metadata: md})
+	if derr != nil {
+		return err
+	}
+	return out.Err()
+}
+
+// markf builds a status error with an ErrorInfo of reason.
+func markf(c codes.Code, reason, deviceID, node, format string, args ...any) error {
+	return mark(status.Errorf(c, format, args...), reason, deviceID, node)
+}
+
+// Reason returns the tether.dev ErrorInfo reason of err ("" if none).
+func Reason(err error) string {
+	if err == nil {
+		return ""
+	}
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) {
+		return ""
+	}
+	for _, d := range se.GRPCStatus().Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetDomain() == ErrorDomain {
+			return ei.GetReason()
+		}
+	}
+	return ""
+}
