@@ -65,6 +65,17 @@ type adminCheck struct {
 }
 
 var adminChecks = []adminCheck{
+	// The fleet views (before the generic DeviceService and /v1/devices checks).
+	{"DeviceService/GetDeviceHistory", 0, []string{`"reason": "DISCONNECT_REASON_KICKED"`, `"connectedAt"`, `"endedAt"`}},
+	{"/v1/devices/demo-1/history", 0, []string{`"reason":"DISCONNECT_REASON_KICKED"`}},
+	{"DeviceService/GetInventory", 0, []string{`"total": "1"`, `"online": "1"`, `"labelKey": "env"`, `"value": "demo"`}},
+	{"/v1/inventory", 0, []string{`"total":"1"`, `"value":"demo"`}},
+	{"DeviceService/ListNodes", 0, []string{`"alive": true`, `"sessions": "1"`}},
+	{"/v1/nodes", 0, []string{`"alive":true`}},
+	{"DeviceService/PreRegisterDevice", 0, []string{`"deviceId": "kiosk-7"`, "DEVICE_STATE_NEVER_CONNECTED", `"site": "lobby"`}},
+	{"8080/v1/devices -H", 0, []string{`"deviceId":"kiosk-8"`, "DEVICE_STATE_NEVER_CONNECTED"}},
+	{"DeviceService/DeleteDevice", 0, []string{"{"}},
+	{"-X DELETE", 0, []string{"{"}},
 	// The watches end by their time limit: grpcurl exits 64+DEADLINE_EXCEEDED,
 	// curl 28 (operation timed out). The snapshot must have been complete.
 	{"DeviceService/WatchDevices", 68, []string{"EVENT_TYPE_SNAPSHOT", "demo-1", "EVENT_TYPE_SNAPSHOT_END", "DeadlineExceeded"}},

@@ -85,16 +85,62 @@ func TestUIAgainstRealBinaries(t *testing.T) {
 	t.Logf("ui-1 shown offline (ping timeout) %v after the cut", time.Since(cut).Round(100*time.Millisecond))
 	b.screenshot(t, "03-ui-1-offline-ping-timeout.png")
 
-	// ui-2: open its detail view from the keyboard and send a command.
-	start(t, "tether-agent", "--server", grpcAddr, "--device-id", "ui-2", "--config", writeAgentConfig(t, ""))
+	// ui-2 reports an allow-list with one configured command besides the
+	// built-ins (its argv is never shown).
+	start(t, "tether-agent", "--server", grpcAddr, "--device-id", "ui-2", "--config",
+		writeAgentConfig(t, "commands:\n  uptime:\n    argv: [\"/usr/bin/uptime\"]\n    max_args: 0\n"))
 	b.waitFor(t, "ui-2 online", 20*time.Second, rowCheck("ui-2", `
 		return /Online/.test(c[1]) && c[2] !== '—' ? '' : 'status ' + c[1] + ', host ' + c[2];`))
+	b.waitFor(t, "labels, node and last-seen columns of ui-2", 5*time.Second, rowCheck("ui-2", `
+		if (c[8] !== 'role=e2e') return 'labels ' + c[8];
+		if (c[9] !== 'ui-node') return 'node ' + c[9];
+		if (!/ago$/.test(c[10])) return 'last seen ' + c[10];
+		return '';`))
+
+	// ui-10 is pre-registered through the API: it shows as never connected,
+	// with its labels, and sorts after ui-2 (numeric-aware).
+	if code, body := post(t, base+"/v1/devices", `{"deviceId":"ui-10","labels":{"site":"lab"}}`); code != 200 {
+		t.Fatalf("pre-register ui-10: %d %v", code, body)
+	}
+	b.waitFor(t, "ui-10 never connected", 10*time.Second, rowCheck("ui-10", `
+		return c[1] === 'Never connected' && c[8] === 'site=lab' && /^Never connected/.test(c[6]) ? '' : 'status ' + c[1] + ', labels ' + c[8] + ', since ' + c[6];`))
+	order := `[...document.querySelectorAll('#rows tr.row')].map(tr => tr.dataset.id).join(' ')`
+	b.waitFor(t, "numeric-aware order by id", 5*time.Second, `(() => { const o = `+order+`; return o === 'ui-1 ui-2 ui-10' ? '' : 'order ' + o; })()`)
+	b.do(t, chromedp.Click(chromedp.CSS(`th[data-col="status"] button`)))
+	b.waitFor(t, "sorted by status", 5*time.Second, `(() => { const o = `+order+`; return o === 'ui-2 ui-1 ui-10' && document.querySelector('th[data-col="status"]').getAttribute('aria-sort') === 'ascending' ? '' : 'order ' + o; })()`)
+	b.do(t, chromedp.Click(chromedp.CSS(`th[data-col="id"] button`)), chromedp.Click(chromedp.CSS(`th[data-col="id"] button`)))
+	b.waitFor(t, "sorted by id, descending", 5*time.Second, `(() => { const o = `+order+`; return o === 'ui-10 ui-2 ui-1' && document.querySelector('th[data-col="id"]').getAttribute('aria-sort') === 'descending' ? '' : 'order ' + o; })()`)
+	b.do(t, chromedp.Click(chromedp.CSS(`th[data-col="id"] button`)))
+	b.waitFor(t, "sorted by id again", 5*time.Second, `(() => { const o = `+order+`; return o === 'ui-1 ui-2 ui-10' ? '' : 'order ' + o; })()`)
+
+	// The inventory summary, grouped by the label key typed in.
+	b.do(t, chromedp.SendKeys(chromedp.CSS("#inv-key"), "site"))
+	b.waitFor(t, "inventory summary", 10*time.Second, `(() => {
+		if (document.getElementById('inventory').hidden) return 'inventory hidden';
+		const v = (k) => { const dd = document.querySelector('#inv-counts div[data-k="' + k + '"] dd'); return dd ? dd.textContent : '(none)'; };
+		const got = ['Devices', 'Online', 'Offline', 'Never connected', 'By site', 'Nodes'].map(k => k + '=' + v(k)).join('; ');
+		return got === 'Devices=3; Online=1; Offline=1; Never connected=1; By site=(none) 2, lab 1; Nodes=ui-node (1 sessions, alive)' ? '' : got;
+	})()`)
+	b.screenshot(t, "04a-sorted-inventory.png")
+
+	// ui-2: open its detail view from the keyboard and send a command.
 	b.do(t, chromedp.Focus(chromedp.CSS(`#rows tr[data-id="ui-2"]`)), chromedp.KeyEvent(kb.Enter))
 	b.waitFor(t, "detail view of ui-2", 5*time.Second, `
 		document.getElementById('detail').open && document.getElementById('detail-title').textContent === 'Device ui-2' ? '' : 'detail not open; focus on ' + (document.activeElement && document.activeElement.outerHTML.slice(0, 120))`)
+	b.waitFor(t, "the command list is ui-2's allow-list", 5*time.Second, `(() => {
+		const names = [...document.querySelectorAll('#cmd-name option')].map(o => o.value).join(' ');
+		if (names !== 'echo info uptime') return 'options ' + names;
+		if (/\/usr\/bin/.test(document.getElementById('detail').textContent)) return 'argv shown';
+		return document.getElementById('cmd-fields').disabled ? 'form disabled for an online device' : '';
+	})()`)
+	b.do(t, chromedp.SetValue(chromedp.CSS("#cmd-name"), "uptime"))
+	b.eval(t, `document.getElementById('cmd-name').dispatchEvent(new Event('change'))`)
+	if !evalT[bool](t, b, `document.getElementById('cmd-args').disabled`) {
+		t.Error("the arguments field is enabled for uptime (max_args: 0)")
+	}
+	b.do(t, chromedp.SetValue(chromedp.CSS("#cmd-name"), "echo"))
+	b.eval(t, `document.getElementById('cmd-name').dispatchEvent(new Event('change'))`)
 	b.do(t,
-		chromedp.Clear(chromedp.CSS("#cmd-name")),
-		chromedp.SendKeys(chromedp.CSS("#cmd-name"), "echo"),
 		chromedp.SendKeys(chromedp.CSS("#cmd-args"), "hello ui"),
 		chromedp.Clear(chromedp.CSS("#cmd-timeout")),
 		chromedp.SendKeys(chromedp.CSS("#cmd-timeout"), "5"),
@@ -126,9 +172,45 @@ func TestUIAgainstRealBinaries(t *testing.T) {
 	b.checkAccessibility(t, "table")
 	b.screenshot(t, "05-table-focus.png")
 
+	// ui-1 is offline: its detail view shows the session history (ended by
+	// the ping timeout) and the command form is disabled.
+	b.do(t, chromedp.Click(chromedp.CSS(`#rows tr[data-id="ui-1"] th`)))
+	b.waitFor(t, "ui-1 detail: history, form disabled", 10*time.Second, `(() => {
+		if (document.getElementById('detail-title').textContent !== 'Device ui-1') return 'detail of ' + document.getElementById('detail-title').textContent;
+		if (!document.getElementById('cmd-fields').disabled) return 'command form enabled';
+		if (document.getElementById('cmd-offline').hidden) return 'no offline note';
+		const h = [...document.querySelectorAll('#history-rows tr')].map(tr => tr.children[2].textContent);
+		return h.length === 1 && h[0] === 'ping timeout' ? '' : 'history ' + JSON.stringify(h);
+	})()`)
+	b.screenshot(t, "05a-offline-detail-history.png")
+	b.checkAccessibility(t, "offline detail view")
+	b.do(t, chromedp.KeyEvent(kb.Escape))
+
 	if ok := evalT[bool](t, b, `window.__notReloaded === true`); !ok {
 		t.Error("the page was reloaded during the test")
 	}
+	b.checkConsole(t, nil)
+
+	// Filters, sort and the open device are in the URL and survive a reload.
+	b.do(t, chromedp.SetValue(chromedp.CSS("#f-presence"), "online"))
+	b.eval(t, `document.getElementById('f-presence').dispatchEvent(new Event('change'))`)
+	b.do(t, chromedp.Click(chromedp.CSS(`th[data-col="id"] button`)))
+	b.do(t, chromedp.Click(chromedp.CSS(`#rows tr[data-id="ui-2"] th`)))
+	b.waitFor(t, "state in the URL", 5*time.Second, `(() => {
+		const p = new URLSearchParams(location.search);
+		return p.get('presence') === 'online' && p.get('sort') === '-id' && p.get('device') === 'ui-2' && p.get('group') === 'site' ? '' : 'search ' + location.search;
+	})()`)
+	b.do(t, chromedp.Reload())
+	b.waitFor(t, "the same view after a reload", 15*time.Second, `(() => {
+		if (document.getElementById('conn').dataset.state !== 'live') return 'not live';
+		if (document.getElementById('f-presence').value !== 'online') return 'presence ' + document.getElementById('f-presence').value;
+		if (document.querySelector('th[data-col="id"]').getAttribute('aria-sort') !== 'descending') return 'sort lost';
+		if (document.getElementById('inv-key').value !== 'site') return 'inventory key lost';
+		if (!document.getElementById('detail').open || document.getElementById('detail-title').textContent !== 'Device ui-2') return 'detail not reopened';
+		const o = `+order+`;
+		return o === 'ui-2' ? '' : 'rows ' + o;
+	})()`)
+	b.screenshot(t, "05b-after-reload.png")
 	b.checkConsole(t, nil)
 }
 
@@ -186,6 +268,8 @@ func TestUIAtTenThousandDevicesWithAnAPIKey(t *testing.T) {
 	b.waitFor(t, "filtered view", 5*time.Second, `(() => {
 		const s = document.getElementById('summary').textContent;
 		if (!/· 3334 shown$/.test(s)) return 'summary ' + s;
+		const p = new URLSearchParams(location.search);
+		if (p.get('presence') !== 'offline' || p.get('labels') !== 'site=lab') return 'search ' + location.search;
 		const st = [...document.querySelectorAll('#rows tr.row td:nth-child(2)')].map(td => td.textContent);
 		return st.length && st.every(x => x === 'Offline') ? '' : 'rows ' + st.slice(0, 5);
 	})()`)
@@ -670,6 +754,12 @@ func (s *stubAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.c.listPages++
 		s.mu.Unlock()
 		writeStubJSON(w, 200, resp)
+	case p == "/v1/inventory":
+		writeStubJSON(w, 200, map[string]any{"total": "10000", "online": "6666", "offline": "3334", "byAgentVersion": []any{map[string]any{"value": "v0.3.0", "count": "10000"}}})
+	case p == "/v1/nodes":
+		writeStubJSON(w, 200, map[string]any{"nodes": []any{map[string]any{"name": "stub", "alive": true, "sessions": "6666"}}})
+	case strings.HasPrefix(p, "/v1/devices/") && strings.HasSuffix(p, "/history"):
+		writeStubJSON(w, 200, map[string]any{"sessions": []any{}})
 	case strings.HasPrefix(p, "/v1/devices/"):
 		s.mu.Lock()
 		s.c.getOne++

@@ -120,18 +120,18 @@ var methodRoles = map[string]Role{
 	devicePrefix + "WatchDevices":              RoleViewer,
 	devicePrefix + "SendCommand":               RoleOperator,
 	devicePrefix + "DisconnectDevice":          RoleOperator,
+	devicePrefix + "GetDeviceHistory":          RoleViewer,
+	devicePrefix + "GetInventory":              RoleViewer,
+	devicePrefix + "ListNodes":                 RoleViewer,
+	devicePrefix + "PreRegisterDevice":         RoleOperator,
+	devicePrefix + "DeleteDevice":              RoleAdmin,
 	// Jobs send commands, and their results hold command output: every
 	// JobService method is for operators.
-	jobPrefix + "CreateJob":            RoleOperator,
-	jobPrefix + "GetJob":               RoleOperator,
-	jobPrefix + "ListJobs":             RoleOperator,
-	jobPrefix + "ListJobResults":       RoleOperator,
-	jobPrefix + "CancelJob":            RoleOperator,
-	devicePrefix + "GetDeviceHistory":  RoleViewer,
-	devicePrefix + "GetInventory":      RoleViewer,
-	devicePrefix + "ListNodes":         RoleViewer,
-	devicePrefix + "PreRegisterDevice": RoleOperator,
-	devicePrefix + "DeleteDevice":      RoleAdmin,
+	jobPrefix + "CreateJob":      RoleOperator,
+	jobPrefix + "GetJob":         RoleOperator,
+	jobPrefix + "ListJobs":       RoleOperator,
+	jobPrefix + "ListJobResults": RoleOperator,
+	jobPrefix + "CancelJob":      RoleOperator,
 }
 
 // RequiredRole is the API-key role a method needs (RoleNone: not an

@@ -57,13 +57,13 @@ func CallerFrom(ctx context.Context) (Caller, bool) {
 var audited = map[string]string{
 	"/tether.v1.DeviceService/SendCommand":       "send_command",
 	"/tether.v1.DeviceService/DisconnectDevice":  "disconnect_device",
+	"/tether.v1.DeviceService/DeleteDevice":      "delete_device",
+	"/tether.v1.DeviceService/PreRegisterDevice": "pre_register_device",
 	"/tether.v1.PeerService/ForwardCommand":      "forward_command",
 	"/tether.v1.PeerService/ForwardDisconnect":   "forward_disconnect",
 	"/tether.v1.JobService/CreateJob":            "create_job",
 	"/tether.v1.JobService/CancelJob":            "cancel_job",
 	"/tether.v1.PeerService/Invoke":              "forward", // forward_<op>: invokeAction
-	"/tether.v1.DeviceService/DeleteDevice":      "delete_device",
-	"/tether.v1.DeviceService/PreRegisterDevice": "pre_register_device",
 }
 
 const adminPrefix = "/tether.v1.AdminService/"

@@ -1163,9 +1163,11 @@
   function countsText(list, suffix) {
     return (list || []).slice(0, 8).map((c) => c.value + ' ' + c.count + (suffix || '')).join(', ') + ((list || []).length > 8 ? ', …' : '');
   }
+  let invSeq = 0;
   async function loadInventory() {
     if (keyWanted) return;
     inventoryStale = false;
+    const seq = ++invSeq;
     let inv, nodes;
     try {
       [inv, nodes] = await Promise.all([
@@ -1177,6 +1179,7 @@
       inventoryStale = true;
       return;
     }
+    if (seq !== invSeq) return; // a newer request (another label key) answers
     const n = (v) => String(Number(v || 0));
     const pairs = [
       ['Devices', n(inv.total)], ['Online', n(inv.online)], ['Offline', n(inv.offline)], ['Never connected', n(inv.neverConnected)],

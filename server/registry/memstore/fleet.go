@@ -92,6 +92,16 @@ func (s *Store) historyVerdictLocked(id string, lease uint64, verdict tetherv1.D
 	}
 }
 
+// sweepHistoryLocked drops histories past their retention (with the device
+// sweep), so deleted and long-gone devices do not hold memory.
+func (s *Store) sweepHistoryLocked(now time.Time) {
+	for id, h := range s.fleet.history {
+		if !now.Before(h.expires) {
+			delete(s.fleet.history, id)
+		}
+	}
+}
+
 // History implements registry.History.
 func (s *Store) History(ctx context.Context, deviceID string, limit int) ([]registry.SessionEnd, error) {
 	if err := ctx.Err(); err != nil {

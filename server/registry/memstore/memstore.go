@@ -678,6 +678,7 @@ func (s *Store) sweepLocked(now time.Time) {
 	}
 	clear(s.ids[len(ids):])
 	s.ids = ids
+	s.sweepHistoryLocked(now)
 }
 
 func (s *Store) appendLocked(e registry.Event) {

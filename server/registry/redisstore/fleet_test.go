@@ -108,3 +108,16 @@ func TestHistoryBudget(t *testing.T) {
 		t.Fatalf("a full history takes %d bytes, over the %d-byte budget", used, budget)
 	}
 }
+
+// TestFleetContractOnACluster: the history list shares the device hash's
+// hash tag, so the scripts that end sessions stay in one slot on a Redis
+// Cluster; the inventory and node reads span slots through the Cluster
+// client.
+func TestFleetContractOnACluster(t *testing.T) {
+	c := testredis.StartCluster(t, 3)
+	storetest.RunFleet(t, storetest.Harness{
+		New: func(t *testing.T, opts storetest.Options) registry.Store {
+			return open(t, c.SeedURL(), fmt.Sprintf("fc%d", prefixes.Add(1)), opts)
+		},
+	})
+}
