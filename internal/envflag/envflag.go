@@ -114,6 +114,16 @@ func (v *value) Set(s string) error {
 }
 
 // Get implements flag.Getter when the wrapped value does.
+// String is the wrapped flag's value. flag.PrintDefaults also calls it on a
+// zero value (to tell whether a default is worth printing), which wraps no
+// flag.
+func (v *value) String() string {
+	if v == nil || v.Value == nil {
+		return ""
+	}
+	return v.Value.String()
+}
+
 func (v *value) Get() any {
 	if g, ok := v.Value.(flag.Getter); ok {
 		return g.Get()

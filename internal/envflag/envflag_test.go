@@ -242,3 +242,19 @@ func TestHostPort(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultsPrintWithoutPanics: flag.PrintDefaults builds a zero value of
+// each flag's type to decide whether to show its default; the wrapper must
+// answer String on it (tether-server --help printed a panic per flag).
+func TestDefaultsPrintWithoutPanics(t *testing.T) {
+	f := newFlags()
+	if err := parse(f.fs, "TETHER", nil, env(nil)); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	f.fs.SetOutput(&out)
+	f.fs.PrintDefaults()
+	if strings.Contains(out.String(), "panic") || out.Len() == 0 {
+		t.Fatalf("PrintDefaults:\n%s", out.String())
+	}
+}
