@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tetherhq/tether/internal/testredis"
+)
+
+type jobJSON struct {
+	JobID    string `json:"jobId"`
+	State    string `json:"state"`
+	Runner   string `json:"runner"`
+	Total    int    `json:"total"`
+	Progress struct {
+		Pending    int `json:"pending"`
+		Dispatched int `json:"dispatched"`
+		Succeeded  int `json:"succeeded"`
+	} `json:"progress"`
+}
+
+func getJob(base, id string) (jobJSON, error) {
+	var r struct {
+		Job jobJSON `json:"job"`
+	}
+	err := getJSON(base+"/v1/jobs/"+id, &r)
+	return r.Job, err
+}
+
+// TestAJobSurvivesItsRunnersCrash: two replicas on one Redis, three
+// agents on each; a job at 1 device/s is created, and the replica running
+// it is killed (SIGKILL) after two devices answered. The other replica
+// resumes the job once the runner lease (3 s) lapses and finishes it:
+// every device has a final result, and no agent ran the command twice.
+func TestAJobSurvivesItsRunnersCrash(t *testing.T) {
+	redis := testredis.Start(t)
+	g1, h1, g2, h2 := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	servers := map[string]*proc{}
+	bases := map[string]string{"jc-r1": "http://" + h1, "jc-r2": "http://" + h2}
+	for node, a := range map[string][2]string{"jc-r1": {g1, h1}, "jc-r2": {g2, h2}} {
+		servers[node] = start(t, "tether-server", "--listen", a[0], "--http", a[1], "--node", node, "--redis", redis.URL(),
+			"--job-lease-ttl", "3s", "--lease-ttl", "4s")
+		waitListening(t, a[0])
+		waitListening(t, a[1])
+	}
+	agents := map[string]*proc{}
+	home := map[string]string{}
+	for i := 1; i <= 6; i++ {
+		id := fmt.Sprintf("jc-%d", i)
+		node, addr := "jc-r1", g1
+		if i%2 == 0 {
+			node, addr = "jc-r2", g2
+		}
+		agents[id] = start(t, "tether-agent", "--server", addr, "--device-id", id, "--config", writeAgentConfig(t, ""))
+		home[id] = node
+		waitOnline(t, bases[node], id, 20*time.Second)
+	}
+
+	body, _ := json.Marshal(map[string]any{"name": "echo", "args": []string{"once"}, "target": map[string]any{"labelSelector": "role=e2e"},
+		"rate": 1, "concurrency": 1, "deviceTimeout": "5s"})
+	resp, err := http.Post(bases["jc-r2"]+"/v1/jobs", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created struct {
+		Job jobJSON `json:"job"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&created)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || created.Job.Total != 6 {
+		t.Fatalf("POST /v1/jobs: %d %+v", resp.StatusCode, created)
+	}
+	id := created.Job.JobID
+
+	var runner string
+	eventually(t, 20*time.Second, func() error {
+		j, err := getJob(bases["jc-r2"], id)
+		if err != nil {
+			return err
+		}
+		if j.Runner == "" || j.Progress.Succeeded < 2 {
+			return fmt.Errorf("job %+v", j)
+		}
+		runner = j.Runner
+		return nil
+	})
+	survivor := "jc-r1"
+	if runner == "jc-r1" {
+		survivor = "jc-r2"
+	}
+	servers[runner].signal(syscall.SIGKILL)
+	t.Logf("killed the runner %s; %s should resume the job", runner, survivor)
+
+	var final jobJSON
+	eventually(t, 60*time.Second, func() error {
+		j, err := getJob(bases[survivor], id)
+		if err != nil {
+			return err
+		}
+		if j.State != "JOB_STATE_DONE" {
+			return fmt.Errorf("job %+v", j)
+		}
+		final = j
+		return nil
+	})
+	var res struct {
+		Results []struct {
+			DeviceID string `json:"deviceId"`
+			State    string `json:"state"`
+			Node     string `json:"node"`
+			Error    string `json:"error"`
+		} `json:"results"`
+	}
+	if err := getJSON(bases[survivor]+"/v1/jobs/"+id+"/results", &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Results) != 6 {
+		t.Fatalf("results: %+v", res)
+	}
+	for _, r := range res.Results {
+		ran := strings.Count(agents[r.DeviceID].out.String(), "msg=command ")
+		t.Logf("%s (on %s): %s, ran %d time(s) %s", r.DeviceID, home[r.DeviceID], r.State, ran, r.Error)
+		switch {
+		case ran > 1:
+			t.Errorf("%s ran the job's command %d times", r.DeviceID, ran)
+		case r.State == "JOB_DEVICE_STATE_PENDING" || r.State == "JOB_DEVICE_STATE_DISPATCHED":
+			t.Errorf("%s has no final result: %s", r.DeviceID, r.State)
+		case home[r.DeviceID] == survivor && r.State != "JOB_DEVICE_STATE_SUCCEEDED" && r.State != "JOB_DEVICE_STATE_UNKNOWN":
+			t.Errorf("%s, on the surviving replica, ended %s", r.DeviceID, r.State)
+		case r.State == "JOB_DEVICE_STATE_SUCCEEDED" && ran != 1:
+			t.Errorf("%s SUCCEEDED but ran %d times", r.DeviceID, ran)
+		}
+	}
+	if !strings.Contains(servers[survivor].out.String(), "job runner started") {
+		t.Errorf("the surviving replica's log does not show it resumed the job")
+	}
+	t.Logf("job after the resume: %+v", final)
+}
