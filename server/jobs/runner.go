@@ -211,6 +211,13 @@ func (r *Runner) runJob(ctx context.Context, j registry.Job) {
 		log.Info("job runner stopped", "reason", context.Cause(halt))
 		return
 	}
+	// A result the store did not take (unknown outcome) leaves its device
+	// PENDING or DISPATCHED: the job is not done; the next pass (this
+	// runner's or a resumed one's) reports or runs those devices.
+	if cur, err := r.store.GetJob(work, j.ID); err != nil || cur.Counts[tetherv1.JobDeviceState_JOB_DEVICE_STATE_PENDING]+cur.Counts[tetherv1.JobDeviceState_JOB_DEVICE_STATE_DISPATCHED] > 0 {
+		log.Warn("job runner: devices left without a recorded result; another pass follows", "err", err)
+		return
+	}
 	err = r.store.FinishJob(work, j.ID, r.cfg.Node, time.Now(), r.cfg.Retention)
 	if err != nil && !errors.Is(err, registry.ErrJobEnded) {
 		log.Warn("job runner: could not mark the job done; the next runner will", "err", err)
