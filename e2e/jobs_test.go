@@ -142,3 +142,76 @@ func TestAJobSurvivesItsRunnersCrash(t *testing.T) {
 	}
 	t.Logf("job after the resume: %+v", final)
 }
+
+// TestJobsThroughTheStandaloneGateway: tether-gateway serves the JobService
+// routes: a job runs on the agent, its results read back, and bad requests
+// are 4xx JSON errors.
+func TestJobsThroughTheStandaloneGateway(t *testing.T) {
+	grpcAddr, httpAddr := freeAddr(t), freeAddr(t)
+	start(t, "tether-server", "--listen", grpcAddr, "--node", "gw-jobs")
+	waitListening(t, grpcAddr)
+	start(t, "tether-gateway", "--listen", httpAddr, "--server", grpcAddr)
+	waitListening(t, httpAddr)
+	start(t, "tether-agent", "--server", grpcAddr, "--device-id", "gwj-1", "--config", writeAgentConfig(t, ""))
+	base := "http://" + httpAddr
+	waitOnline(t, base, "gwj-1", 20*time.Second)
+
+	post := func(path, body string) (int, map[string]any) {
+		resp, err := http.Post(base+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	code, m := post("/v1/jobs", `{"name": "echo", "args": ["via", "gateway"], "target": {"deviceIds": ["gwj-1"]}}`)
+	if code != 200 {
+		t.Fatalf("POST /v1/jobs: %d %v", code, m)
+	}
+	id := m["job"].(map[string]any)["jobId"].(string)
+	eventually(t, 20*time.Second, func() error {
+		j, err := getJob(base, id)
+		if err != nil {
+			return err
+		}
+		if j.State != "JOB_STATE_DONE" || j.Progress.Succeeded != 1 {
+			return fmt.Errorf("job %+v", j)
+		}
+		return nil
+	})
+	var res struct {
+		Results []struct {
+			DeviceID, State, Output, Node string
+		} `json:"results"`
+		NextPageToken string `json:"nextPageToken"`
+	}
+	if err := getJSON(base+"/v1/jobs/"+id+"/results?pageSize=10", &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Results) != 1 || res.Results[0].State != "JOB_DEVICE_STATE_SUCCEEDED" || res.Results[0].Output != "via gateway\n" || res.Results[0].Node != "gw-jobs" {
+		t.Fatalf("results: %+v", res)
+	}
+	var list struct {
+		Jobs []jobJSON `json:"jobs"`
+	}
+	if err := getJSON(base+"/v1/jobs", &list); err != nil || len(list.Jobs) != 1 || list.Jobs[0].JobID != id {
+		t.Fatalf("GET /v1/jobs: %+v %v", list, err)
+	}
+	for _, c := range []struct {
+		path, body string
+		want       int
+	}{
+		{"/v1/jobs", `{"name": "rm -rf", "target": {"deviceIds": ["gwj-1"]}}`, 400},
+		{"/v1/jobs", `{"name": "echo"}`, 400},
+		{"/v1/jobs", `{"name": "echo", "target": {"labelSelector": "nobody=here"}}`, 400},
+		{"/v1/jobs", `{"name": "echo", "rate": "fast", "target": {"deviceIds": ["gwj-1"]}}`, 400},
+		{"/v1/jobs/no-such-job:cancel", `{}`, 404},
+	} {
+		code, m := post(c.path, c.body)
+		if code != c.want || m["message"] == nil || m["code"] == nil {
+			t.Errorf("POST %s %s: %d %v; want %d with a JSON error", c.path, c.body, code, m, c.want)
+		}
+	}
+}
