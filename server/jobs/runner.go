@@ -200,6 +200,18 @@ func (r *Runner) runJob(ctx context.Context, j registry.Job) {
 	renewed := make(chan struct{})
 	go func() { defer close(renewed); jr.renew(work, stop) }()
 	defer func() { lost(); <-renewed }()
+	defer func() {
+		if ctx.Err() != nil {
+			// The replica is stopping: hand the job over at once (a lease
+			// that ends now) instead of making the next runner wait out
+			// the TTL. Refused harmlessly if the lease is no longer ours.
+			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			if _, err := r.store.AcquireJob(hctx, j.ID, r.cfg.Node, time.Now(), 0); err == nil {
+				log.Info("job handed over: this replica is stopping")
+			}
+		}
+	}()
 
 	pending, err := jr.load(work)
 	if err != nil {
