@@ -436,11 +436,12 @@ func (jr *jobRun) device(ctx context.Context, id string) (again bool) {
 	return false
 }
 
-// failureState classifies a routed command's error: NOT_HELD (not
-// delivered) and refusals before delivery are FAILED; anything else may
-// have reached the device and is UNKNOWN.
+// failureState classifies a routed command's error: one that certainly
+// never reached the session (router.NotDelivered) or was refused before
+// delivery is FAILED; anything else may have reached the device and is
+// UNKNOWN.
 func failureState(err error) tetherv1.JobDeviceState {
-	if router.Reason(err) == router.ReasonNotHeld {
+	if router.NotDelivered(err) {
 		return tetherv1.JobDeviceState_JOB_DEVICE_STATE_FAILED
 	}
 	switch status.Code(err) {

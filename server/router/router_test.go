@@ -170,20 +170,20 @@ func TestOwnerErrorsAreMarkedWithTheirReason(t *testing.T) {
 	}
 	for name, rt := range map[string]*router.Router{"forwarded": a.router, "local": b.router} {
 		_, err := rt.At(ctx, "b", leaseB, echo("on-b"))
-		if status.Code(err) != codes.Aborted || router.Reason(err) != router.ReasonNotHeld {
+		if status.Code(err) != codes.Aborted || router.Reason(err) != router.ReasonNotHeld || !router.NotDelivered(err) {
 			t.Fatalf("%s, stale lease: %v (reason %q); want ABORTED NOT_HELD", name, err, router.Reason(err))
 		}
 	}
 
 	// A node that never registered: OWNER_UNREACHABLE.
 	_, err := a.router.At(ctx, "ghost", 1, echo("on-b"))
-	if status.Code(err) != codes.Unavailable || router.Reason(err) != router.ReasonOwnerUnreachable {
+	if status.Code(err) != codes.Unavailable || router.Reason(err) != router.ReasonOwnerUnreachable || !router.NotDelivered(err) {
 		t.Fatalf("ghost owner: %v (reason %q)", err, router.Reason(err))
 	}
 
 	// A command that times out on the owner: OWNER_ANSWER.
 	_, err = a.router.Run(ctx, router.Op{Command: &tetherv1.SendCommandRequest{DeviceId: "on-b", Name: "hang", Timeout: durationpb.New(50 * time.Millisecond)}})
-	if status.Code(err) != codes.DeadlineExceeded || router.Reason(err) != router.ReasonOwnerAnswer {
+	if status.Code(err) != codes.DeadlineExceeded || router.Reason(err) != router.ReasonOwnerAnswer || router.NotDelivered(err) {
 		t.Fatalf("unanswered command: %v (reason %q)", err, router.Reason(err))
 	}
 
