@@ -356,9 +356,15 @@ func (s *Server) Run(ctx context.Context) error {
 	loops.Add(2)
 	go func() { defer loops.Done(); s.hub.Mirror(runCtx, s.cfg.Advertise) }()
 	go func() { defer loops.Done(); s.watchHealth(runCtx) }()
+	// The job runner stops first when the replica drains (its jobs are
+	// handed over while the registry is still reachable).
+	jobsCtx, stopJobs := context.WithCancel(runCtx)
+	defer stopJobs()
+	jobsDone := make(chan struct{})
 	if s.jobs != nil {
-		loops.Add(1)
-		go func() { defer loops.Done(); s.jobs.Run(runCtx) }()
+		go func() { defer close(jobsDone); s.jobs.Run(jobsCtx) }()
+	} else {
+		close(jobsDone)
 	}
 	if rev := s.sec.policy.Revocations; rev != nil {
 		loops.Add(1)
@@ -438,6 +444,8 @@ func (s *Server) Run(ctx context.Context) error {
 	case err = <-serveErr:
 		log.Error("grpc server failed", "err", err)
 	}
+	stopJobs()
+	<-jobsDone
 	s.shutdown(log, https)
 	stopLoops()
 	loops.Wait()

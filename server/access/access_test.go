@@ -87,6 +87,13 @@ func TestRequiredRoleDeniesUnknownMethodsByDefault(t *testing.T) {
 		"/grpc.health.v1.Health/Check":                                   RoleNone,
 		"/tether.v1.AgentService/Connect":                                RoleNone,
 		"/tether.v1.PeerService/ForwardCommand":                          RoleNone,
+		"/tether.v1.PeerService/Invoke":                                  RoleNone,
+		"/tether.v1.JobService/CreateJob":                                RoleOperator,
+		"/tether.v1.JobService/GetJob":                                   RoleOperator,
+		"/tether.v1.JobService/ListJobs":                                 RoleOperator,
+		"/tether.v1.JobService/ListJobResults":                           RoleOperator,
+		"/tether.v1.JobService/CancelJob":                                RoleOperator,
+		"/tether.v1.JobService/SomethingNew":                             RoleAdmin,
 	} {
 		if got := RequiredRole(m); got != want {
 			t.Errorf("RequiredRole(%s) = %v; want %v", m, got, want)

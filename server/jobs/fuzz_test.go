@@ -1,6 +1,7 @@
 package jobs_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
 	"github.com/tetherhq/tether/server/jobs"
+	"github.com/tetherhq/tether/server/registry/memstore"
 )
 
 // FuzzValidateSpec: any spec is either refused with INVALID_ARGUMENT or
@@ -48,6 +50,34 @@ func FuzzValidateSpec(f *testing.F) {
 		}
 		if out.GetOfflinePolicy() == tetherv1.OfflinePolicy_OFFLINE_POLICY_WAIT && (out.GetWaitDeadline().AsDuration() <= 0 || out.GetWaitDeadline().AsDuration() > jobs.MaxWaitDeadline) {
 			t.Fatalf("accepted wait deadline %v", out.GetWaitDeadline())
+		}
+	})
+}
+
+// FuzzJobRequests: any job id and page token given to the read and cancel
+// calls is answered with a status (INVALID_ARGUMENT or NOT_FOUND here, the
+// store being empty), never a panic.
+func FuzzJobRequests(f *testing.F) {
+	f.Add("0193a1b2c3d4-9f8e7d6c", "", int32(10))
+	f.Add("j", "cjpkMQ", int32(-1))
+	svc := jobs.NewService(jobs.Config{}, memstore.New(memstore.Options{}))
+	f.Fuzz(func(t *testing.T, id, token string, size int32) {
+		ctx := context.Background()
+		check := func(what string, err error) {
+			switch status.Code(err) {
+			case codes.InvalidArgument, codes.NotFound:
+			default:
+				t.Fatalf("%s(%q, %q, %d): %v", what, id, token, size, err)
+			}
+		}
+		_, err := svc.GetJob(ctx, &tetherv1.GetJobRequest{JobId: id})
+		check("GetJob", err)
+		_, err = svc.ListJobResults(ctx, &tetherv1.ListJobResultsRequest{JobId: id, PageToken: token, PageSize: size})
+		check("ListJobResults", err)
+		_, err = svc.CancelJob(ctx, &tetherv1.CancelJobRequest{JobId: id})
+		check("CancelJob", err)
+		if _, err := svc.ListJobs(ctx, &tetherv1.ListJobsRequest{PageToken: token, PageSize: size}); err != nil && status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("ListJobs(%q, %d): %v", token, size, err)
 		}
 	})
 }

@@ -78,13 +78,16 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-// runner starts a runner for node until the test ends.
-func (f *fixture) runner(t *testing.T, node string) {
+// runner starts a runner for node until the test ends; the function it
+// returns stops it sooner.
+func (f *fixture) runner(t *testing.T, node string) func() {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := jobs.NewRunner(jobs.RunnerConfig{Node: node, LeaseTTL: 15 * time.Second, Poll: time.Second}, f.store, f.router)
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
-	f.stop = append(f.stop, func() { cancel(); <-done })
+	stop := func() { cancel(); <-done }
+	f.stop = append(f.stop, stop)
+	return stop
 }
 
 // agent connects a scripted agent answering every command after delay.
@@ -278,6 +281,35 @@ func TestAResumedJobNeverResendsADispatchedDevice(t *testing.T) {
 		}
 		for _, id := range ids[1:] {
 			if n := f.commands(id); n != 1 {
+				t.Errorf("%s got %d commands", id, n)
+			}
+		}
+	})
+}
+
+func TestAStoppingRunnerHandsItsJobOverAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t)
+		ids := devices(10)
+		for _, id := range ids {
+			f.agent(t, id, fleet, 0)
+		}
+		stop := f.runner(t, "n1")
+		j := f.create(t, &tetherv1.JobSpec{Name: "echo", Rate: 1, Concurrency: 1, Target: &tetherv1.JobTarget{LabelSelector: "fleet=a"}})
+		time.Sleep(3500 * time.Millisecond)
+		stop() // n1 drains
+		f.runner(t, "n2")
+		j = f.waitEnded(t, j.GetJobId(), time.Minute)
+		// Handed over: n2 took the job within its poll, not after n1's
+		// 15 s lease; the last 6 or so devices take 6 s at 1/s.
+		if took := j.GetEndTime().AsTime().Sub(j.GetCreateTime().AsTime()); took >= 15*time.Second {
+			t.Fatalf("the job ended %v after creation; n2 waited out n1's lease", took)
+		}
+		if p := j.GetProgress(); p.GetSucceeded()+p.GetUnknown() != 10 {
+			t.Fatalf("progress = %v", p)
+		}
+		for _, id := range ids {
+			if n := f.commands(id); n > 1 {
 				t.Errorf("%s got %d commands", id, n)
 			}
 		}

@@ -200,6 +200,18 @@ func (r *Runner) runJob(ctx context.Context, j registry.Job) {
 	renewed := make(chan struct{})
 	go func() { defer close(renewed); jr.renew(work, stop) }()
 	defer func() { lost(); <-renewed }()
+	defer func() {
+		if ctx.Err() != nil {
+			// The replica is stopping: hand the job over at once (a lease
+			// that ends now) instead of making the next runner wait out
+			// the TTL. Refused harmlessly if the lease is no longer ours.
+			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			if _, err := r.store.AcquireJob(hctx, j.ID, r.cfg.Node, time.Now(), 0); err == nil {
+				log.Info("job handed over: this replica is stopping")
+			}
+		}
+	}()
 
 	pending, err := jr.load(work)
 	if err != nil {
@@ -209,6 +221,13 @@ func (r *Runner) runJob(ctx context.Context, j registry.Job) {
 	jr.dispatchAll(work, pending)
 	if halt.Err() != nil {
 		log.Info("job runner stopped", "reason", context.Cause(halt))
+		return
+	}
+	// A result the store did not take (unknown outcome) leaves its device
+	// PENDING or DISPATCHED: the job is not done; the next pass (this
+	// runner's or a resumed one's) reports or runs those devices.
+	if cur, err := r.store.GetJob(work, j.ID); err != nil || cur.Counts[tetherv1.JobDeviceState_JOB_DEVICE_STATE_PENDING]+cur.Counts[tetherv1.JobDeviceState_JOB_DEVICE_STATE_DISPATCHED] > 0 {
+		log.Warn("job runner: devices left without a recorded result; another pass follows", "err", err)
 		return
 	}
 	err = r.store.FinishJob(work, j.ID, r.cfg.Node, time.Now(), r.cfg.Retention)
@@ -417,11 +436,12 @@ func (jr *jobRun) device(ctx context.Context, id string) (again bool) {
 	return false
 }
 
-// failureState classifies a routed command's error: NOT_HELD (not
-// delivered) and refusals before delivery are FAILED; anything else may
-// have reached the device and is UNKNOWN.
+// failureState classifies a routed command's error: one that certainly
+// never reached the session (router.NotDelivered) or was refused before
+// delivery is FAILED; anything else may have reached the device and is
+// UNKNOWN.
 func failureState(err error) tetherv1.JobDeviceState {
-	if router.Reason(err) == router.ReasonNotHeld {
+	if router.NotDelivered(err) {
 		return tetherv1.JobDeviceState_JOB_DEVICE_STATE_FAILED
 	}
 	switch status.Code(err) {

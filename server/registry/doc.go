@@ -2,7 +2,10 @@
 // known, which session (lease) is current for each, how sessions end, and the
 // ordered stream of presence events.
 //
-// The Store interface is the whole contract in one screen. Every mutation
+// The Store interface is the whole contract, split into the roles its
+// consumers take (Leases for the session hub, Reader for the APIs and the
+// router, Events for the event feed, Nodes for node liveness); Jobs is the
+// role of the job service and runners (jobs.go). Every session mutation
 // names the lease it acts for and is refused with ErrStaleLease when that
 // lease is no longer the device's current one: this fencing is what keeps a
 // rebooted device's old connection from removing its new session. Lease ids

@@ -243,18 +243,18 @@ func (r *Router) localSession(ctx context.Context, deviceID string, lease uint64
 func (r *Router) forward(ctx context.Context, node string, lease uint64, op Op) (Result, error) {
 	id := op.deviceID()
 	if r.cfg.Peers == nil {
-		return Result{}, markf(codes.Unavailable, ReasonOwnerUnreachable, id, node, "device %s is held by node %s and peer routing is disabled on node %s", id, node, r.Node())
+		return Result{}, notSentf(id, node, "device %s is held by node %s and peer routing is disabled on node %s", id, node, r.Node())
 	}
 	addr, err := r.cfg.Registry.NodeAddr(ctx, node)
 	if errors.Is(err, registry.ErrNotFound) {
-		return Result{}, markf(codes.Unavailable, ReasonOwnerUnreachable, id, node, "device %s was held by node %s, which stopped renewing its registry lease (crashed?); the device is offline until it reconnects", id, node)
+		return Result{}, notSentf(id, node, "device %s was held by node %s, which stopped renewing its registry lease (crashed?); the device is offline until it reconnects", id, node)
 	}
 	if err != nil {
 		return Result{}, StoreErr("node "+node, err)
 	}
 	peer, err := r.cfg.Peers.client(addr)
 	if err != nil {
-		return Result{}, markf(codes.Unavailable, ReasonOwnerUnreachable, id, node, "owner node %s unreachable: %v", node, err)
+		return Result{}, notSentf(id, node, "owner node %s unreachable: %v", node, err)
 	}
 	if op.Command != nil {
 		timeout, _ := CommandTimeout(op.Command.GetTimeout())

@@ -31,6 +31,21 @@ type replica struct {
 
 func startReplica(t *testing.T, node string, store registry.Store) *replica {
 	t.Helper()
+	return startReplicaPeer(t, node, store, false)
+}
+
+// oldPeer is a replica of a version before Invoke: only the legacy
+// forwards are served.
+type oldPeer struct {
+	*router.PeerServer
+}
+
+func (oldPeer) Invoke(context.Context, *tetherv1.InvokeRequest) (*tetherv1.InvokeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "unknown method Invoke for service tether.v1.PeerService")
+}
+
+func startReplicaPeer(t *testing.T, node string, store registry.Store, old bool) *replica {
+	t.Helper()
 	m := metrics.New(nil)
 	hub, err := session.NewHub(session.Config{Node: node}, store, m)
 	if err != nil {
@@ -44,7 +59,11 @@ func startReplica(t *testing.T, node string, store registry.Store) *replica {
 	rt := router.New(router.Config{Hub: hub, Registry: store, Peers: peers, Metrics: m})
 	srv := grpc.NewServer(grpc.Creds(session.TrackConns(insecure.NewCredentials())))
 	tetherv1.RegisterAgentServiceServer(srv, hub)
-	tetherv1.RegisterPeerServiceServer(srv, rt.PeerServer())
+	if old {
+		tetherv1.RegisterPeerServiceServer(srv, oldPeer{rt.PeerServer()})
+	} else {
+		tetherv1.RegisterPeerServiceServer(srv, rt.PeerServer())
+	}
 	go srv.Serve(lis)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -151,20 +170,20 @@ func TestOwnerErrorsAreMarkedWithTheirReason(t *testing.T) {
 	}
 	for name, rt := range map[string]*router.Router{"forwarded": a.router, "local": b.router} {
 		_, err := rt.At(ctx, "b", leaseB, echo("on-b"))
-		if status.Code(err) != codes.Aborted || router.Reason(err) != router.ReasonNotHeld {
+		if status.Code(err) != codes.Aborted || router.Reason(err) != router.ReasonNotHeld || !router.NotDelivered(err) {
 			t.Fatalf("%s, stale lease: %v (reason %q); want ABORTED NOT_HELD", name, err, router.Reason(err))
 		}
 	}
 
 	// A node that never registered: OWNER_UNREACHABLE.
 	_, err := a.router.At(ctx, "ghost", 1, echo("on-b"))
-	if status.Code(err) != codes.Unavailable || router.Reason(err) != router.ReasonOwnerUnreachable {
+	if status.Code(err) != codes.Unavailable || router.Reason(err) != router.ReasonOwnerUnreachable || !router.NotDelivered(err) {
 		t.Fatalf("ghost owner: %v (reason %q)", err, router.Reason(err))
 	}
 
 	// A command that times out on the owner: OWNER_ANSWER.
 	_, err = a.router.Run(ctx, router.Op{Command: &tetherv1.SendCommandRequest{DeviceId: "on-b", Name: "hang", Timeout: durationpb.New(50 * time.Millisecond)}})
-	if status.Code(err) != codes.DeadlineExceeded || router.Reason(err) != router.ReasonOwnerAnswer {
+	if status.Code(err) != codes.DeadlineExceeded || router.Reason(err) != router.ReasonOwnerAnswer || router.NotDelivered(err) {
 		t.Fatalf("unanswered command: %v (reason %q)", err, router.Reason(err))
 	}
 
@@ -230,5 +249,19 @@ func TestMergeOverlaysTheLocalSessionOnly(t *testing.T) {
 	other.Session = &s2
 	if got := a.router.Merge(other); got.Session.LastSeen != time.Unix(1, 0) {
 		t.Fatalf("merged a session of another lease: %v", got.Session.LastSeen)
+	}
+}
+
+func TestAReplicaWithoutInvokeIsReachedWithTheLegacyCalls(t *testing.T) {
+	store := memstore.New(memstore.Options{})
+	a, old := startReplica(t, "a", store), startReplicaPeer(t, "old", store, true)
+	lease := old.agent(t, "d")
+	res, err := a.router.Run(context.Background(), echo("d", "mixed", "versions"))
+	if err != nil || res.Command.GetOutput() != "mixed versions" || res.Command.GetLeaseId() != lease {
+		t.Fatalf("command via the legacy call: %v %v", res.Command, err)
+	}
+	dr, err := a.router.Run(context.Background(), router.Op{Disconnect: &tetherv1.DisconnectDeviceRequest{DeviceId: "d"}})
+	if err != nil || dr.Disconnect.GetNode() != "old" {
+		t.Fatalf("disconnect via the legacy call: %v %v", dr.Disconnect, err)
 	}
 }

@@ -1,4 +1,5 @@
-// Package storetest owns the contract test suite of registry.Store: one
+// Package storetest owns the contract test suite of registry.Store (and of
+// registry.Jobs, for stores that implement it: jobs.go): one
 // set of tests, run by every implementation's own tests through Run with a
 // Harness that knows how to make (and lose) that implementation's storage.
 //
