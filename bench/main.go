@@ -35,7 +35,7 @@ import (
 
 var (
 	binDir    = flag.String("bin", "bin", "directory with tether-server, tether-gateway, tether-loadgen")
-	scenarios = flag.String("scenarios", "hold,redis,commands,detect", "comma-separated: hold, redis, commands, detect, floor, cluster, watchers")
+	scenarios = flag.String("scenarios", "hold,redis,commands,detect", "comma-separated: hold, redis, commands, detect, floor, floors, cluster, watchers")
 	holdN     = flag.Int("hold-devices", 19000, "sessions for the single-process hold scenario")
 	redisN    = flag.Int("redis-devices", 10000, "sessions for the Redis cost scenario")
 	cmdN      = flag.Int("commands-idle", 10000, "idle sessions held during the command benchmarks")
@@ -86,7 +86,7 @@ var (
 func main() {
 	flag.Parse()
 	if *floorAddr != "" {
-		runFloor(*floorAddr)
+		runFloor(*floorAddr, *floorMetrics, *floorPing)
 		return
 	}
 	if *watchClientOf != "" {
@@ -126,6 +126,8 @@ func main() {
 			watchers()
 		case "floor":
 			floor()
+		case "floors":
+			floors()
 		case "":
 		default:
 			fmt.Fprintln(os.Stderr, "unknown scenario", s)
