@@ -18,6 +18,8 @@ var (
 	floorsSat    = flag.Int("floors-saturate", 20000, "command rate asked in the saturated phase of the floors scenario (well above what 2 cores achieve)")
 	floorsServer = flag.String("floors-server-args", "", "extra tether-server flags for the floors scenario (space-separated), to compare a change in one run")
 
+	floorsVariants = flag.String("floors-variants", "", "more tether-server binaries to measure in the same run, as label=path,label=path (experiments: each gets a row in the variants table)")
+
 	floorMetrics = flag.String("floor-metrics", "", "internal: the floor server's metrics address")
 	floorPing    = flag.Duration("floor-ping", 0, "internal: the floor server's Ping interval (0: no Pings)")
 )
@@ -62,10 +64,21 @@ func floors() {
 	if *floorsServer != "" {
 		extra = strings.Fields(*floorsServer)
 	}
-	ours := floorsMeasure("tether", n, func() (string, string, string, *exec.Cmd) {
-		rs := startReplicas(1, "", extra...)
-		return rs[0].grpc, rs[0].metrics, "tether_sessions", rs[0].cmd
-	}, "tether_ping_rtt_seconds_count", "http")
+	tether := func(label, bin string) floorRun {
+		return floorsMeasure(label, n, func() (string, string, string, *exec.Cmd) {
+			rs := startReplicasBin(bin, 1, "", extra...)
+			return rs[0].grpc, rs[0].metrics, "tether_sessions", rs[0].cmd
+		}, "tether_ping_rtt_seconds_count", "http")
+	}
+	ours := tether("tether", "tether-server")
+	var variants []floorRun
+	for _, v := range strings.Split(*floorsVariants, ",") {
+		label, bin, ok := strings.Cut(v, "=")
+		if !ok {
+			continue
+		}
+		variants = append(variants, tether(label, bin))
+	}
 
 	fmt.Println("## Floors: tether-server against naive grpc-go servers doing the same work")
 	fmt.Println()
@@ -108,6 +121,18 @@ func floors() {
 		*floorsSat, f.satOK, f.satP50, f.satP99, f.satErrs, la(f, "sat"), t.satOK, t.satP50, t.satP99, t.satErrs, la(t, "sat"), sat)
 	fmt.Printf("| sessions held | %d | %d | | |\n", f.held, t.held)
 	fmt.Println()
+	if len(variants) > 0 {
+		fmt.Printf("Other tether-server builds measured in the same run (`-floors-variants %s`), as ratios to the same floor:\n\n", *floorsVariants)
+		fmt.Println("| build | RSS per session | CPU per cycle | storm, registered and visible | command p99 idle | saturated ok/s | load (1/5/15) at the RSS figure |")
+		fmt.Println("|---|---|---|---|---|---|---|")
+		for _, v := range append([]floorRun{t}, variants...) {
+			vis := rate(v, v.visible)
+			fmt.Printf("| %s | %.1f KB (%.2f×) | %.0f µs (%.2f×) | %.0f /s (%.2f×) | %.2f ms (%.2f×) | %.0f (%.2f×) | %s |\n", v.name,
+				v.rssPer, ratio(v.rssPer, f.rssPer), v.cpuPerCycle, ratio(v.cpuPerCycle, f.cpuPerCycle), vis, ratio(vis, fReg),
+				v.idleP99, ratio(v.idleP99, f.idleP99), v.satOK, ratio(v.satOK, f.satOK), v.load["rss"])
+		}
+		fmt.Println()
+	}
 	addTarget("RSS per session / pinging floor", "≤ 1.15×", fmt.Sprintf("%.2f×", rss), rss > 0 && rss <= 1.15)
 	addTarget("CPU per Ping/Pong cycle / pinging floor", "≤ 1.2×", fmt.Sprintf("%.2f×", cpu), cpu > 0 && cpu <= 1.2)
 	addTarget("connect storm (registered and visible) / connect floor", "≥ 0.8×", fmt.Sprintf("%.2f×", storm), storm >= 0.8)

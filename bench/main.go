@@ -379,6 +379,11 @@ func startRedis() (string, *exec.Cmd) {
 }
 
 func startReplicas(n int, redisAddr string, extra ...string) []*replica {
+	return startReplicasBin("tether-server", n, redisAddr, extra...)
+}
+
+// startReplicasBin is startReplicas with another tether-server binary.
+func startReplicasBin(bin string, n int, redisAddr string, extra ...string) []*replica {
 	var rs []*replica
 	for i := 0; i < n; i++ {
 		r := &replica{grpc: freePort(), http: freePort(), metrics: freePort()}
@@ -386,7 +391,7 @@ func startReplicas(n int, redisAddr string, extra ...string) []*replica {
 		if redisAddr != "" {
 			args = append(args, "--redis", "redis://"+redisAddr)
 		}
-		r.cmd = start("tether-server", append(args, extra...)...)
+		r.cmd = start(bin, append(args, extra...)...)
 		rs = append(rs, r)
 	}
 	for _, r := range rs {
