@@ -528,13 +528,25 @@ func hold(title string, n, nrep int, useRedis bool, serverArgs ...string) {
 		stopProc(c, 30*time.Second)
 	}
 	var lgRSS []string
-	var failures int64
+	var failures, lgPingTimeouts, lgClosed, lgBroken int64
 	for _, o := range outs {
 		if rep := readReport(o); rep != nil {
 			lgRSS = append(lgRSS, fmt.Sprintf("%.1f KB", float64(rep.Process.RSSPerConnectionBytes)/1000))
 			failures += rep.ConnectFailures
+			lgPingTimeouts += rep.ClosedByReason["PING_TIMEOUT"]
+			for _, v := range rep.ClosedByReason {
+				lgClosed += v
+			}
+			for _, v := range rep.StreamErrorsByCode {
+				lgBroken += v
+			}
 		}
 	}
+	// Every agent of the load generator answers every Ping: each
+	// PING_TIMEOUT is a false one (an overloaded replica blaming a device).
+	falseTimeouts := sumMetric(rs, `tether_disconnects_total{reason="ping_timeout"}`)
+	deferred := sumMetric(rs, "tether_ping_timeouts_deferred_total")
+	shed := sumMetric(rs, "tether_hello_shed_total")
 
 	cmd := fmt.Sprintf("go run ./bench -scenarios %s", map[bool]string{true: "redis", false: "hold"}[useRedis])
 	if nrep > 1 {
@@ -578,6 +590,8 @@ func hold(title string, n, nrep int, useRedis bool, serverArgs ...string) {
 		fmt.Printf("| connect storm: all visible as online via the JSON API | not reached in time |\n")
 	}
 	fmt.Printf("| connect failures (loadgen, retried) | %d |\n", failures)
+	fmt.Printf("| false ping timeouts (server tether_disconnects_total{reason=\"ping_timeout\"}; every agent answers) | %.0f (loadgen: %d PING_TIMEOUT closes, %d closes in all, %d broken streams) |\n", falseTimeouts, lgPingTimeouts, lgClosed, lgBroken)
+	fmt.Printf("| ping timeouts deferred on signs of life / Hellos shed (Close OVERLOADED) | %.0f / %.0f |\n", deferred, shed)
 	fmt.Printf("| server RSS per held session (RSS growth / sessions) | %s |\n", strings.Join(rssPer, ", "))
 	fmt.Printf("| server CPU in steady state (share of one core) | %s |\n", strings.Join(cpuPct, ", "))
 	if useRedis {
