@@ -41,7 +41,8 @@ var (
 	cmdN      = flag.Int("commands-idle", 10000, "idle sessions held during the command benchmarks")
 	clusterN  = flag.Int("cluster-devices", 100000, "sessions for the cluster scenario")
 	replicas  = flag.Int("cluster-replicas", 6, "replicas in the cluster scenario")
-	clusterPI = flag.Duration("cluster-ping-interval", 60*time.Second, "ping interval of the cluster scenario's replicas (10 s pings for 100,000 sessions need more CPU than 2 cores have; see docs/PERFORMANCE.md)")
+	clusterPI = flag.Duration("cluster-ping-interval", 60*time.Second, "ping interval of the cluster scenario's replicas (10 s pings for 100,000 sessions need more CPU than 2 cores have; see docs/PERFORMANCE.md and docs/BENCHMARKS.md)")
+	clusterPT = flag.Duration("cluster-ping-timeout", 20*time.Second, "ping timeout of the cluster scenario's replicas")
 	window    = flag.Duration("window", 60*time.Second, "steady-state measuring window")
 	redisWin  = flag.Duration("redis-window", 120*time.Second, "window for counting Redis commands (at least two mirror intervals)")
 	ramp      = flag.Int("ramp", 3000, "connect rate asked of each loadgen process, per second")
@@ -117,7 +118,7 @@ func main() {
 			hold("Redis cost with 10,000-class fleets (one replica, Redis store)", *redisN, 1, true)
 		case "cluster":
 			hold("Sessions held by a local cluster of replicas sharing one Redis", *clusterN, *replicas, true,
-				"--ping-interval", clusterPI.String(), "--ping-timeout", "20s")
+				"--ping-interval", clusterPI.String(), "--ping-timeout", clusterPT.String())
 		case "commands":
 			commands()
 		case "detect":
