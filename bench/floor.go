@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -145,7 +146,10 @@ func runFloor(addr, metricsAddr string, ping time.Duration) {
 	if metricsAddr != "" {
 		go func() {
 			must(http.ListenAndServe(metricsAddr, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-				fmt.Fprintf(w, "floor_sessions %d\nfloor_pings_total %d\nfloor_pongs_total %d\n", f.live.Load(), f.pings.Load(), f.pongs.Load())
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				fmt.Fprintf(w, "floor_sessions %d\nfloor_pings_total %d\nfloor_pongs_total %d\ngo_memstats_heap_inuse_bytes %d\ngo_memstats_stack_inuse_bytes %d\n",
+					f.live.Load(), f.pings.Load(), f.pongs.Load(), ms.HeapInuse, ms.StackInuse)
 			})))
 		}()
 	}

@@ -30,6 +30,7 @@ type floorRun struct {
 	held                  int
 	registered, visible   time.Duration
 	rssPer                float64 // KB per session
+	heapPer, stackPer     float64 // KB per session: Go heap in use, goroutine stacks
 	cpuPerCycle           float64 // µs of server CPU per Ping/Pong cycle
 	cycles                float64
 	idleP50, idleP99      float64 // ms
@@ -100,6 +101,8 @@ func floors() {
 	}
 	rss := ratio(t.rssPer, f.rssPer)
 	fmt.Printf("| RSS per held session (RSS growth / sessions) | %.1f KB%s | %.1f KB%s | %.2f× | ≤ 1.15× |\n", f.rssPer, la(f, "rss"), t.rssPer, la(t, "rss"), rss)
+	fmt.Printf("| of which Go heap in use / goroutine stacks, per session (growth of go_memstats_heap_inuse_bytes / stack_inuse_bytes) | %.1f KB / %.1f KB | %.1f KB / %.1f KB | %.2f× / %.2f× | |\n",
+		f.heapPer, f.stackPer, t.heapPer, t.stackPer, ratio(t.heapPer, f.heapPer), ratio(t.stackPer, f.stackPer))
 	cpu := ratio(t.cpuPerCycle, f.cpuPerCycle)
 	fmt.Printf("| server CPU per Ping/Pong cycle (CPU in the window / Pongs read) | %.0f µs (%.0f cycles)%s | %.0f µs (%.0f cycles)%s | %.2f× | ≤ 1.2× |\n", f.cpuPerCycle, f.cycles, la(f, "cpu"), t.cpuPerCycle, t.cycles, la(t, "cpu"), cpu)
 	rate := func(r floorRun, d time.Duration) float64 {
@@ -123,12 +126,12 @@ func floors() {
 	fmt.Println()
 	if len(variants) > 0 {
 		fmt.Printf("Other tether-server builds measured in the same run (`-floors-variants %s`), as ratios to the same floor:\n\n", *floorsVariants)
-		fmt.Println("| build | RSS per session | CPU per cycle | storm, registered and visible | command p99 idle | saturated ok/s | load (1/5/15) at the RSS figure |")
-		fmt.Println("|---|---|---|---|---|---|---|")
+		fmt.Println("| build | RSS per session | heap / stacks per session | CPU per cycle | storm, registered and visible | command p99 idle | saturated ok/s | load (1/5/15) at the RSS figure |")
+		fmt.Println("|---|---|---|---|---|---|---|---|")
 		for _, v := range append([]floorRun{t}, variants...) {
 			vis := rate(v, v.visible)
-			fmt.Printf("| %s | %.1f KB (%.2f×) | %.0f µs (%.2f×) | %.0f /s (%.2f×) | %.2f ms (%.2f×) | %.0f (%.2f×) | %s |\n", v.name,
-				v.rssPer, ratio(v.rssPer, f.rssPer), v.cpuPerCycle, ratio(v.cpuPerCycle, f.cpuPerCycle), vis, ratio(vis, fReg),
+			fmt.Printf("| %s | %.1f KB (%.2f×) | %.1f / %.1f KB | %.0f µs (%.2f×) | %.0f /s (%.2f×) | %.2f ms (%.2f×) | %.0f (%.2f×) | %s |\n", v.name,
+				v.rssPer, ratio(v.rssPer, f.rssPer), v.heapPer, v.stackPer, v.cpuPerCycle, ratio(v.cpuPerCycle, f.cpuPerCycle), vis, ratio(vis, fReg),
 				v.idleP99, ratio(v.idleP99, f.idleP99), v.satOK, ratio(v.satOK, f.satOK), v.load["rss"])
 		}
 		fmt.Println()
@@ -150,6 +153,7 @@ func floorsMeasure(name string, n int, startServer func() (addr, metrics, sessio
 	waitListening(maddr)
 	time.Sleep(300 * time.Millisecond)
 	base := rssBytes(p.Process.Pid)
+	heap0, stack0 := scrape(maddr, "go_memstats_heap_inuse_bytes"), scrape(maddr, "go_memstats_stack_inuse_bytes")
 	logf("floors/%s: connect storm of %d sessions", name, n)
 	begin := time.Now()
 	lgs, _ := loadgens(n, []string{addr}, "floors-"+name)
@@ -183,6 +187,8 @@ func floorsMeasure(name string, n int, startServer func() (addr, metrics, sessio
 	}
 	r.held = int(scrape(maddr, sessMetric))
 	r.rssPer = float64(rssBytes(p.Process.Pid)-base) / float64(max(r.held, 1)) / 1000
+	r.heapPer = (scrape(maddr, "go_memstats_heap_inuse_bytes") - heap0) / float64(max(r.held, 1)) / 1000
+	r.stackPer = (scrape(maddr, "go_memstats_stack_inuse_bytes") - stack0) / float64(max(r.held, 1)) / 1000
 	r.load["rss"] = r.load["cpu"]
 	logf("floors/%s: %d held, %.1f KB/session, %.0f µs/cycle over %.0f cycles", name, r.held, r.rssPer, r.cpuPerCycle, r.cycles)
 
