@@ -78,7 +78,7 @@ func NewHub(cfg Config, store registry.Store, m *metrics.Metrics) (*Hub, error) 
 		return nil, err
 	}
 	return &Hub{cfg: cfg, store: store, metrics: m, log: cfg.Logger, sessions: make(map[string]*Session), claiming: make(map[string]int), flaps: newFlapGuard(cfg),
-		admission: &admission{maxPending: cfg.MaxPendingHellos, schedLimit: cfg.ShedSchedLatency}}, nil
+		admission: &admission{maxPending: cfg.MaxPendingHellos, schedLimit: cfg.ShedSchedLatency, lateFor: cfg.PingTimeout}}, nil
 }
 
 // Config returns the hub's effective configuration.

@@ -476,6 +476,7 @@ func (s *Session) pongDue() {
 		s.pongTimer.Reset(step)
 		s.mu.Unlock()
 		s.hub.metrics.TimeoutDeferred(ev)
+		s.hub.admission.late(time.Now())
 		return
 	}
 	msg := fmt.Sprintf("no message within %v of the Ping sent at %s", cfg.PingTimeout, s.pingAt.UTC().Format(time.RFC3339Nano))
