@@ -98,7 +98,7 @@ run: build
 	@scripts/run.sh
 
 ## bench: run the benchmarks with the real binaries and rewrite docs/BENCHMARKS.md (≈10 min; BENCH=… picks scenarios)
-BENCH ?= detect,floor,hold,redis,commands
+BENCH ?= detect,floors,hold,redis,commands
 bench: build deps
 	$(GO) run ./bench -scenarios $(BENCH) > docs/BENCHMARKS.md.new
 	@# keep the Footprint section (`make footprint` owns it) unless the new file has one

@@ -35,13 +35,14 @@ import (
 
 var (
 	binDir    = flag.String("bin", "bin", "directory with tether-server, tether-gateway, tether-loadgen")
-	scenarios = flag.String("scenarios", "hold,redis,commands,detect", "comma-separated: hold, redis, commands, detect, floor, cluster, watchers, jobs")
+	scenarios = flag.String("scenarios", "hold,redis,commands,detect", "comma-separated: hold, redis, commands, detect, floor, floors, cluster, watchers, jobs")
 	holdN     = flag.Int("hold-devices", 19000, "sessions for the single-process hold scenario")
 	redisN    = flag.Int("redis-devices", 10000, "sessions for the Redis cost scenario")
 	cmdN      = flag.Int("commands-idle", 10000, "idle sessions held during the command benchmarks")
 	clusterN  = flag.Int("cluster-devices", 100000, "sessions for the cluster scenario")
 	replicas  = flag.Int("cluster-replicas", 6, "replicas in the cluster scenario")
-	clusterPI = flag.Duration("cluster-ping-interval", 60*time.Second, "ping interval of the cluster scenario's replicas (10 s pings for 100,000 sessions need more CPU than 2 cores have; see docs/PERFORMANCE.md)")
+	clusterPI = flag.Duration("cluster-ping-interval", 60*time.Second, "ping interval of the cluster scenario's replicas (10 s pings for 100,000 sessions need more CPU than 2 cores have; see docs/PERFORMANCE.md and docs/BENCHMARKS.md)")
+	clusterPT = flag.Duration("cluster-ping-timeout", 20*time.Second, "ping timeout of the cluster scenario's replicas")
 	window    = flag.Duration("window", 60*time.Second, "steady-state measuring window")
 	redisWin  = flag.Duration("redis-window", 120*time.Second, "window for counting Redis commands (at least two mirror intervals)")
 	ramp      = flag.Int("ramp", 3000, "connect rate asked of each loadgen process, per second")
@@ -86,7 +87,7 @@ var (
 func main() {
 	flag.Parse()
 	if *floorAddr != "" {
-		runFloor(*floorAddr)
+		runFloor(*floorAddr, *floorMetrics, *floorPing)
 		return
 	}
 	if *watchClientOf != "" {
@@ -117,7 +118,7 @@ func main() {
 			hold("Redis cost with 10,000-class fleets (one replica, Redis store)", *redisN, 1, true)
 		case "cluster":
 			hold("Sessions held by a local cluster of replicas sharing one Redis", *clusterN, *replicas, true,
-				"--ping-interval", clusterPI.String(), "--ping-timeout", "20s")
+				"--ping-interval", clusterPI.String(), "--ping-timeout", clusterPT.String())
 		case "commands":
 			commands()
 		case "detect":
@@ -128,6 +129,8 @@ func main() {
 			jobsScenario()
 		case "floor":
 			floor()
+		case "floors":
+			floors()
 		case "":
 		default:
 			fmt.Fprintln(os.Stderr, "unknown scenario", s)
@@ -379,6 +382,11 @@ func startRedis() (string, *exec.Cmd) {
 }
 
 func startReplicas(n int, redisAddr string, extra ...string) []*replica {
+	return startReplicasBin("tether-server", n, redisAddr, extra...)
+}
+
+// startReplicasBin is startReplicas with another tether-server binary.
+func startReplicasBin(bin string, n int, redisAddr string, extra ...string) []*replica {
 	var rs []*replica
 	for i := 0; i < n; i++ {
 		r := &replica{grpc: freePort(), http: freePort(), metrics: freePort()}
@@ -386,7 +394,7 @@ func startReplicas(n int, redisAddr string, extra ...string) []*replica {
 		if redisAddr != "" {
 			args = append(args, "--redis", "redis://"+redisAddr)
 		}
-		r.cmd = start("tether-server", append(args, extra...)...)
+		r.cmd = start(bin, append(args, extra...)...)
 		rs = append(rs, r)
 	}
 	for _, r := range rs {
@@ -523,13 +531,25 @@ func hold(title string, n, nrep int, useRedis bool, serverArgs ...string) {
 		stopProc(c, 30*time.Second)
 	}
 	var lgRSS []string
-	var failures int64
+	var failures, lgPingTimeouts, lgClosed, lgBroken int64
 	for _, o := range outs {
 		if rep := readReport(o); rep != nil {
 			lgRSS = append(lgRSS, fmt.Sprintf("%.1f KB", float64(rep.Process.RSSPerConnectionBytes)/1000))
 			failures += rep.ConnectFailures
+			lgPingTimeouts += rep.ClosedByReason["PING_TIMEOUT"]
+			for _, v := range rep.ClosedByReason {
+				lgClosed += v
+			}
+			for _, v := range rep.StreamErrorsByCode {
+				lgBroken += v
+			}
 		}
 	}
+	// Every agent of the load generator answers every Ping: each
+	// PING_TIMEOUT is a false one (an overloaded replica blaming a device).
+	falseTimeouts := sumMetric(rs, `tether_disconnects_total{reason="ping_timeout"}`)
+	deferred := sumMetric(rs, "tether_ping_timeouts_deferred_total")
+	shed := sumMetric(rs, "tether_hello_shed_total")
 
 	cmd := fmt.Sprintf("go run ./bench -scenarios %s", map[bool]string{true: "redis", false: "hold"}[useRedis])
 	if nrep > 1 {
@@ -573,6 +593,8 @@ func hold(title string, n, nrep int, useRedis bool, serverArgs ...string) {
 		fmt.Printf("| connect storm: all visible as online via the JSON API | not reached in time |\n")
 	}
 	fmt.Printf("| connect failures (loadgen, retried) | %d |\n", failures)
+	fmt.Printf("| false ping timeouts (server tether_disconnects_total{reason=\"ping_timeout\"}; every agent answers) | %.0f (loadgen: %d PING_TIMEOUT closes, %d closes in all, %d broken streams) |\n", falseTimeouts, lgPingTimeouts, lgClosed, lgBroken)
+	fmt.Printf("| ping timeouts deferred on signs of life / Hellos shed (Close OVERLOADED) | %.0f / %.0f |\n", deferred, shed)
 	fmt.Printf("| server RSS per held session (RSS growth / sessions) | %s |\n", strings.Join(rssPer, ", "))
 	fmt.Printf("| server CPU in steady state (share of one core) | %s |\n", strings.Join(cpuPct, ", "))
 	if useRedis {

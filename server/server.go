@@ -252,9 +252,21 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		// Header lists are read before any authentication.
 		grpc.MaxHeaderListSize(cfg.Limits.MaxHeaderListSize),
 		// Agents send small messages; grpc-go's 32 KiB per-connection read
-		// buffer was the largest single item of a held session's memory.
-		grpc.ReadBufferSize(8<<10),
+		// buffer was the largest single item of a held session's memory
+		// (8 KiB, then 2 KiB: a Pong is under 100 bytes, and a larger
+		// frame is read straight into its message).
+		grpc.ReadBufferSize(2<<10),
 		grpc.WriteBufferSize(8<<10),
+		// Everything this server receives is small (agent messages,
+		// unary requests): a static 64 KiB receive window (grpc-go's
+		// initial one) turns off the BDP estimator, which otherwise
+		// answers nearly every Pong with an extra HTTP/2 PING to measure
+		// bandwidth — one more write and one more read per cycle.
+		grpc.StaticStreamWindowSize(64<<10),
+		grpc.StaticConnWindowSize(64<<10),
+		// The write buffer is taken from a pool for each flush and given
+		// back after, instead of held by every idle connection.
+		grpc.SharedWriteBuffer(true),
 		grpc.MaxConcurrentStreams(cfg.Limits.MaxStreamsPerConn),
 		grpc.ConnectionTimeout(5*time.Second),
 	)

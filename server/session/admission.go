@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"runtime/metrics"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,10 +17,16 @@ import (
 //     installed) than Config.MaxPendingHellos;
 //   - "sched": the Go scheduler's 99th percentile latency over the last
 //     sampling period above Config.ShedSchedLatency — goroutines wait that
-//     long to run, so Pongs are read that late.
+//     long to run, so Pongs are read that late;
+//   - "late": within lateFor (the ping timeout) of a ping timeout put off
+//     because this replica had not yet handled an answer that had arrived —
+//     it is already late on the sessions it holds, so it takes no more.
+//     Always on: it fires only on the replica's own lateness.
 type admission struct {
 	maxPending int
 	schedLimit time.Duration
+	lateFor    time.Duration
+	lateUntil  atomic.Int64 // unix nanos
 
 	mu       sync.Mutex // guards the following
 	pending  int
@@ -43,6 +50,9 @@ func (a *admission) enter(now time.Time) string {
 	if a.maxPending > 0 && a.pending > a.maxPending {
 		return "pending"
 	}
+	if now.UnixNano() < a.lateUntil.Load() {
+		return "late"
+	}
 	if a.schedLimit > 0 {
 		if now.Sub(a.sampled) >= schedSamplePeriod {
 			a.sampleLocked(now)
@@ -52,6 +62,11 @@ func (a *admission) enter(now time.Time) string {
 		}
 	}
 	return ""
+}
+
+// late records that a ping timeout was put off at now (see "late").
+func (a *admission) late(now time.Time) {
+	a.lateUntil.Store(now.Add(a.lateFor).UnixNano())
 }
 
 func (a *admission) leave() {

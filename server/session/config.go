@@ -45,7 +45,8 @@ type Config struct {
 	// MaxInflightCommands caps concurrent commands per session. Default 64.
 	MaxInflightCommands int
 
-	// SendQueue is the per-session outbound queue length. Default 64.
+	// SendQueue is no longer used (a session sends directly; kept so that
+	// existing configurations still validate). Default 64.
 	SendQueue int
 
 	// FlapLimit is how many takeovers of one device id within FlapWindow

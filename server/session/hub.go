@@ -85,7 +85,7 @@ func NewHub(cfg Config, store Store, m *metrics.Metrics) (*Hub, error) {
 		return nil, err
 	}
 	return &Hub{cfg: cfg, store: store, metrics: m, log: cfg.Logger, sessions: make(map[string]*Session), claiming: make(map[string]int), flaps: newFlapGuard(cfg),
-		admission: &admission{maxPending: cfg.MaxPendingHellos, schedLimit: cfg.ShedSchedLatency}}, nil
+		admission: &admission{maxPending: cfg.MaxPendingHellos, schedLimit: cfg.ShedSchedLatency, lateFor: cfg.PingTimeout}}, nil
 }
 
 // Config returns the hub's effective configuration.
@@ -128,10 +128,13 @@ func (h *Hub) Connect(stream tetherv1.AgentService_ConnectServer) error {
 		return status.Error(codes.Unavailable, "server is draining; reconnect to another replica")
 	}
 
-	in := make(chan inbound, 8)
-	stopRecv := make(chan struct{})
-	defer close(stopRecv)
-	go recvLoop(stream, in, stopRecv)
+	// Only the Hello is read by another goroutine (so that its wait can
+	// time out); after it, this handler is the stream's only reader.
+	in := make(chan inbound, 1)
+	go func() {
+		m, err := stream.Recv()
+		in <- inbound{m, err}
+	}()
 
 	hello, err := h.awaitHello(ctx, in)
 	if err == nil {
@@ -150,7 +153,7 @@ func (h *Hub) Connect(stream tetherv1.AgentService_ConnectServer) error {
 		h.log.Debug("hello refused", "err", err)
 		return err
 	}
-	s, err := h.open(ctx, hello)
+	s, err := h.open(ctx, stream, hello)
 	h.admission.leave()
 	if err != nil {
 		h.metrics.HelloRejected(status.Code(err).String())
@@ -162,12 +165,17 @@ func (h *Hub) Connect(stream tetherv1.AgentService_ConnectServer) error {
 		LivenessMode: s.Mode,
 	}}}
 	var d registry.Disconnect
-	if err := stream.Send(ack); err != nil {
+	s.sendMu.Lock()
+	err = stream.Send(ack)
+	s.sendMu.Unlock()
+	close(s.acked)
+	if err != nil {
 		d = s.transportEnd(err)
+		s.finish()
 	} else {
-		d = s.run(ctx, stream, in)
+		d = s.run(ctx)
 	}
-	h.close(s, d)
+	h.endSession(s, d)
 	if d.Reason == tetherv1.DisconnectReason_DISCONNECT_REASON_PROTOCOL_ERROR {
 		// After the in-band Close, the stream's status says it too.
 		return status.Errorf(codes.InvalidArgument, "protocol error: %s", d.Message)
@@ -238,7 +246,7 @@ func (h *Hub) shed(stream tetherv1.AgentService_ConnectServer, signal string) er
 
 // open claims a lease for the Hello's device and installs the session,
 // replacing any older local session of the device.
-func (h *Hub) open(ctx context.Context, hello *tetherv1.Hello) (*Session, error) {
+func (h *Hub) open(ctx context.Context, stream tetherv1.AgentService_ConnectServer, hello *tetherv1.Hello) (*Session, error) {
 	mode := tetherv1.LivenessMode_LIVENESS_MODE_TRANSPORT_ONLY
 	for _, c := range hello.GetCapabilities() {
 		if c == tetherv1.Capability_CAPABILITY_PONG {
@@ -299,9 +307,9 @@ func (h *Hub) open(ctx context.Context, hello *tetherv1.Hello) (*Session, error)
 	}
 	s := &Session{
 		DeviceID: id, Lease: claimed.Lease, TokenID: tokenID, TokenExpiry: tokenExpiry, Mode: mode, RemoteAddr: remote, ConnectedAt: now, BootID: info.GetBootId(),
-		hub: h, conn: ConnFrom(ctx),
-		sendQ: make(chan *tetherv1.ConnectResponse, h.cfg.SendQueue), done: make(chan struct{}), recorded: make(chan struct{}),
-		endReq: make(chan endRequest, 1), pending: make(map[string]chan *tetherv1.CommandResult),
+		hub: h, conn: ConnFrom(ctx), stream: stream,
+		done: make(chan struct{}), recorded: make(chan struct{}), acked: make(chan struct{}),
+		pending: make(map[string]chan *tetherv1.CommandResult),
 	}
 	s.lastSeen.Store(now.UnixNano())
 	s.info.Store(info)
@@ -376,6 +384,12 @@ func newClaimID() string {
 	var b [12]byte
 	_, _ = crand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// endSession closes s with d unless it was closed already (by the timer or
+// the End that decided its end while the handler waited in Recv).
+func (h *Hub) endSession(s *Session, d registry.Disconnect) {
+	s.closeOnce.Do(func() { h.close(s, d) })
 }
 
 // close finishes a session: it leaves the hub (only if it is still the

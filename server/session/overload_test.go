@@ -102,3 +102,23 @@ func TestSignOfLifeNeedsEvidence(t *testing.T) {
 		t.Fatalf("nothing since a later Ping: %q; want no evidence", ev)
 	}
 }
+
+// A replica that put off a ping timeout (it was late handling an answer)
+// sheds new Hellos for the ping timeout after, then admits again.
+func TestAdmissionShedsWhileTheReplicaIsLate(t *testing.T) {
+	a := &admission{lateFor: 5 * time.Second}
+	now := time.Now()
+	if s := a.enter(now); s != "" {
+		t.Fatalf("before any lateness: %q; want admitted", s)
+	}
+	a.leave()
+	a.late(now)
+	if s := a.enter(now.Add(4 * time.Second)); s != "late" {
+		t.Fatalf("4s after a deferred timeout: %q; want shed (late)", s)
+	}
+	a.leave()
+	if s := a.enter(now.Add(5 * time.Second)); s != "" {
+		t.Fatalf("5s after: %q; want admitted", s)
+	}
+	a.leave()
+}

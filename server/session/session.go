@@ -20,8 +20,13 @@ import (
 )
 
 // Session is one accepted agent stream. Its handler goroutine (Hub.Connect)
-// owns the session's timers and decides how it ends; other goroutines talk to
-// it through the methods below.
+// is the only reader of the stream: it handles each agent message as it
+// arrives. Everything else happens in short callbacks — the Ping schedule
+// and the ping timeout are timers, a command is sent by its caller — so a
+// held session costs one goroutine. A session that must end while its
+// handler waits in Recv is ended by telling the agent (Close, after which a
+// live agent closes the stream) and, if it does not, by closing its
+// connection; a dead agent's connection is closed at once.
 type Session struct {
 	DeviceID    string
 	Lease       uint64
@@ -36,14 +41,21 @@ type Session struct {
 	// revocation loop ends the session then.
 	TokenExpiry time.Time
 
-	hub   *Hub
-	conn  *Conn // nil when the transport is not tracked
-	sendQ chan *tetherv1.ConnectResponse
-	done  chan struct{} // closed when the session has ended
+	hub    *Hub
+	conn   *Conn // nil when the transport is not tracked
+	stream tetherv1.AgentService_ConnectServer
+	done   chan struct{} // closed when the session has ended
 	// recorded is closed once the end has also been written to the
 	// registry (or the write failed and was queued for retry).
 	recorded chan struct{}
-	endReq   chan endRequest
+	// acked is closed once HelloAck is on the stream: nothing else may be
+	// sent before it.
+	acked chan struct{}
+
+	// sendMu serialises Send (grpc-go allows one sender at a time);
+	// sendShut is set under it once the handler has returned.
+	sendMu   sync.Mutex
+	sendShut bool
 
 	lastSeen atomic.Int64 // unix nanos of the last message from the agent
 	lastRTT  atomic.Int64 // nanoseconds
@@ -52,16 +64,28 @@ type Session struct {
 	// session started.
 	tokenChecked atomic.Bool
 
+	// mu guards the liveness state and the end decision.
+	mu          sync.Mutex
+	running     bool                 // the handler has started its read loop
+	finished    bool                 // the handler has returned
+	decided     *registry.Disconnect // how the session ends, once decided (first wins)
+	seq         uint64
+	awaiting    bool          // a Ping is unanswered
+	pingAt      time.Time     // when it was sent
+	deferred    time.Duration // how long its timeout was put off on signs of life (at most PingTimeout)
+	pingTimer   *time.Timer
+	pongTimer   *time.Timer
+	infoTimer   *time.Timer
+	pendingInfo *tetherv1.DeviceInfo // an InfoUpdate beyond the rate, waiting for infoTimer
+	infoRate    *infoLimiter
+	cutTimer    *time.Timer // closes the connection when the session ended while its handler waits in Recv
+	closeOnce   sync.Once   // Hub.close runs once, by whoever ended the session
+
 	// cmdMu guards the following.
 	cmdMu   sync.Mutex
 	cmdSeq  uint64
 	pending map[string]chan *tetherv1.CommandResult
 	ended   *registry.Disconnect // set once, when the session ends
-}
-
-type endRequest struct {
-	reason  tetherv1.DisconnectReason
-	message string
 }
 
 // LastSeen is the time of the last message from the agent.
@@ -82,14 +106,67 @@ func (s *Session) Done() <-chan struct{} { return s.done }
 func (s *Session) Recorded() <-chan struct{} { return s.recorded }
 
 // End asks the session to send Close(reason) and end. It does not wait; use
-// Done. Ending an ended session does nothing.
+// Done. Ending an ended session does nothing; the first reason wins.
 func (s *Session) End(reason tetherv1.DisconnectReason, message string) {
-	select {
-	case s.endReq <- endRequest{reason, message}:
-	case <-s.done:
-	default:
-		// An end is already pending; the first reason wins.
+	s.mu.Lock()
+	if s.finished || s.decided != nil {
+		s.mu.Unlock()
+		return
 	}
+	d := s.ending(reason, message)
+	s.decided = &d
+	running := s.running
+	if running {
+		s.cutTimer = time.AfterFunc(cutDelay, s.cut)
+	}
+	s.mu.Unlock()
+	if running {
+		// The handler waits in Recv: the Close is sent from here, the end
+		// recorded at once, and the connection closed cutDelay later,
+		// which ends the Recv.
+		go func() {
+			s.sendClose(reason, message)
+			s.hub.endSession(s, d)
+		}()
+	}
+	// Not running yet: the handler sends the Close when it starts.
+}
+
+// cutDelay is how long after a Close the session's connection is closed
+// when the handler cannot return by itself (it waits in Recv): time for the
+// transport to write the Close. A live agent closes the stream on Close
+// anyway; a dead one never reads it.
+const cutDelay = 200 * time.Millisecond
+
+// sendClose tells the agent why its session ends.
+func (s *Session) sendClose(reason tetherv1.DisconnectReason, message string) {
+	_ = s.send(&tetherv1.ConnectResponse{Msg: &tetherv1.ConnectResponse_Close{Close: &tetherv1.Close{Reason: reason, Message: message}}})
+}
+
+// cut closes the session's connection, which ends the handler's Recv.
+func (s *Session) cut() {
+	s.mu.Lock()
+	finished := s.finished
+	s.mu.Unlock()
+	if !finished && s.conn != nil {
+		_ = s.conn.Close()
+	}
+}
+
+// send writes one message on the stream, after HelloAck and before the
+// handler returns; one sender at a time.
+func (s *Session) send(m *tetherv1.ConnectResponse) error {
+	select {
+	case <-s.acked:
+	case <-s.done:
+		return io.EOF
+	}
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.sendShut {
+		return io.EOF
+	}
+	return s.stream.Send(m)
 }
 
 // Ended returns how the session ended, or nil while it is live.
@@ -128,13 +205,22 @@ func (s *Session) Command(ctx context.Context, name string, args []string, timeo
 		CommandId: id, Name: name, Args: args, Timeout: durationpb.New(timeout),
 	}}}
 	select {
-	case s.sendQ <- msg:
+	case <-s.acked:
 	case <-s.done:
 		forget()
 		return id, nil, s.abortedErr()
 	case <-ctx.Done():
 		forget()
 		return id, nil, status.Errorf(codes.DeadlineExceeded, "command %s to device %s: not sent before the deadline", id, s.DeviceID)
+	}
+	if err := s.send(msg); err != nil {
+		// The stream is ending; its end is what the caller learns.
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+		}
+		forget()
+		return id, nil, s.abortedErr()
 	}
 	select {
 	case r := <-ch:
@@ -196,159 +282,226 @@ func reasonLabel(r tetherv1.DisconnectReason) string {
 	return fmt.Sprintf("reason(%d)", int32(r))
 }
 
-// inbound is one item from the receive loop.
+// inbound is the first message of a stream (the Hello), read by a
+// short-lived goroutine so that its wait can time out.
 type inbound struct {
 	msg *tetherv1.ConnectRequest
 	err error
 }
 
-// recvLoop is the only caller of stream.Recv.
-func recvLoop(stream tetherv1.AgentService_ConnectServer, in chan<- inbound, stop <-chan struct{}) {
+// run is the session's handler loop, started once HelloAck is sent: it
+// reads and handles the agent's messages, with the Ping schedule and the
+// ping timeout running as timers beside it. It returns the end to record.
+func (s *Session) run(ctx context.Context) registry.Disconnect {
+	cfg := s.hub.cfg
+	stream := s.stream
+	appPong := s.Mode == tetherv1.LivenessMode_LIVENESS_MODE_APP_PONG
+
+	s.mu.Lock()
+	if d := s.decided; d != nil {
+		// Ended (replaced, kicked, drained) before it began.
+		s.finished = true
+		s.mu.Unlock()
+		s.sendClose(d.Reason, d.Message)
+		s.shutSend()
+		return *d
+	}
+	s.running = true
+	s.infoRate = newInfoLimiter(time.Now())
+	if appPong {
+		// The first Ping comes at a random point of the first interval so
+		// that a reconnect storm does not ping in lockstep ever after.
+		s.pingTimer = time.AfterFunc(time.Duration(rand.Int64N(int64(cfg.PingInterval)))+1, s.pingDue)
+		s.pongTimer = time.AfterFunc(time.Hour, s.pongDue)
+		s.pongTimer.Stop()
+	}
+	s.mu.Unlock()
+	defer s.finish()
+
+	// decide records this handler's own end (first wins) and tells the
+	// agent; it returns the end that won.
+	decide := func(reason tetherv1.DisconnectReason, msg string) registry.Disconnect {
+		s.mu.Lock()
+		if d := s.decided; d != nil {
+			s.mu.Unlock()
+			return *d
+		}
+		d := s.ending(reason, msg)
+		s.decided = &d
+		s.mu.Unlock()
+		s.sendClose(reason, msg)
+		return d
+	}
+
 	for {
 		m, err := stream.Recv()
-		select {
-		case in <- inbound{m, err}:
-		case <-stop:
-			return
-		}
 		if err != nil {
-			return
+			s.mu.Lock()
+			d := s.decided
+			s.mu.Unlock()
+			if d != nil {
+				return *d
+			}
+			return s.transportEnd(err)
+		}
+		now := time.Now()
+		s.lastSeen.Store(now.UnixNano())
+		s.mu.Lock()
+		if s.decided != nil {
+			// Ended (and perhaps recorded) already; the stream is about
+			// to close. Nothing the agent sends now may write the
+			// registry.
+			s.mu.Unlock()
+			continue
+		}
+		if s.awaiting {
+			s.awaiting, s.deferred = false, 0
+			s.pongTimer.Stop()
+		}
+		s.mu.Unlock()
+		switch m := m.Msg.(type) {
+		case *tetherv1.ConnectRequest_Pong:
+			if sent := m.Pong.GetPingSentAt(); sent != nil && m.Pong.GetSeq() <= s.pingSeq() {
+				if rtt := now.Sub(sent.AsTime()); rtt >= 0 && rtt < time.Hour {
+					s.lastRTT.Store(int64(rtt))
+					s.hub.metrics.RTT(rtt)
+				}
+			}
+		case *tetherv1.ConnectRequest_CommandResult:
+			if !s.deliver(m.CommandResult) {
+				s.hub.metrics.LateResult()
+				s.hub.log.Debug("late command result dropped", "device", s.DeviceID, "lease", s.Lease, "command", m.CommandResult.GetCommandId())
+			}
+		case *tetherv1.ConnectRequest_InfoUpdate:
+			info := m.InfoUpdate.GetInfo()
+			if err := ValidateInfo(info); err != nil {
+				return decide(tetherv1.DisconnectReason_DISCONNECT_REASON_PROTOCOL_ERROR, "InfoUpdate refused: "+err.Error())
+			}
+			if info == nil {
+				break
+			}
+			s.mu.Lock()
+			if s.pendingInfo != nil {
+				s.pendingInfo = info // the timer is armed; the newest wins
+				s.mu.Unlock()
+				break
+			}
+			ok, wait := s.infoRate.take(now)
+			if !ok {
+				s.pendingInfo = info
+				if s.infoTimer == nil {
+					s.infoTimer = time.AfterFunc(wait, func() { s.infoDue(ctx) })
+				} else {
+					s.infoTimer.Reset(wait)
+				}
+			}
+			s.mu.Unlock()
+			if ok {
+				s.hub.updateInfo(ctx, s, info)
+			}
+		case *tetherv1.ConnectRequest_Hello:
+			return decide(tetherv1.DisconnectReason_DISCONNECT_REASON_PROTOCOL_ERROR, "second Hello on one stream")
+		default:
+			return decide(tetherv1.DisconnectReason_DISCONNECT_REASON_PROTOCOL_ERROR, "empty or unknown message")
 		}
 	}
 }
 
-// run is the session's handler loop: it owns the Ping schedule and decides
-// how the session ends. It returns the end to record.
-func (s *Session) run(ctx context.Context, stream tetherv1.AgentService_ConnectServer, in <-chan inbound) registry.Disconnect {
-	cfg := s.hub.cfg
+func (s *Session) pingSeq() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seq
+}
 
-	appPong := s.Mode == tetherv1.LivenessMode_LIVENESS_MODE_APP_PONG
-	var pingTimer, pongTimer *time.Timer
-	var pingC, pongC <-chan time.Time
-	var seq uint64
-	var awaiting bool          // a Ping is unanswered
-	var pingAt time.Time       // when it was sent
-	var deferred time.Duration // how long its timeout was put off on signs of life (at most PingTimeout)
-	if appPong {
-		// The first Ping comes at a random point of the first interval so
-		// that a reconnect storm does not ping in lockstep ever after.
-		pingTimer = time.NewTimer(time.Duration(rand.Int64N(int64(cfg.PingInterval))) + 1)
-		defer pingTimer.Stop()
-		pingC = pingTimer.C
-		pongTimer = time.NewTimer(time.Hour)
-		pongTimer.Stop()
-		defer pongTimer.Stop()
-		pongC = pongTimer.C
-	}
-	// InfoUpdates beyond the session's rate wait in pendingInfo for
-	// infoTimer; a newer one replaces it.
-	infoRate := newInfoLimiter(time.Now())
-	var pendingInfo *tetherv1.DeviceInfo
-	infoTimer := time.NewTimer(time.Hour)
-	infoTimer.Stop()
-	defer infoTimer.Stop()
-
-	end := s.ending
-	// closeWith tells the agent why the session ends. A Send blocks only
-	// while the transport's flow-control window is full, which a live agent
-	// never lets happen and a dead one cannot outlast: the transport
-	// keepalive (same interval and timeout) closes it, and Send returns.
-	closeWith := func(reason tetherv1.DisconnectReason, msg string) registry.Disconnect {
-		_ = stream.Send(&tetherv1.ConnectResponse{Msg: &tetherv1.ConnectResponse_Close{Close: &tetherv1.Close{Reason: reason, Message: msg}}})
-		return end(reason, msg)
-	}
-
-	for {
-		select {
-		case item := <-in:
-			if item.err != nil {
-				return s.transportEnd(item.err)
-			}
-			now := time.Now()
-			s.lastSeen.Store(now.UnixNano())
-			if awaiting {
-				awaiting, deferred = false, 0
-				pongTimer.Stop()
-			}
-			switch m := item.msg.Msg.(type) {
-			case *tetherv1.ConnectRequest_Pong:
-				if sent := m.Pong.GetPingSentAt(); sent != nil && m.Pong.GetSeq() <= seq {
-					if rtt := now.Sub(sent.AsTime()); rtt >= 0 && rtt < time.Hour {
-						s.lastRTT.Store(int64(rtt))
-						s.hub.metrics.RTT(rtt)
-					}
-				}
-			case *tetherv1.ConnectRequest_CommandResult:
-				if !s.deliver(m.CommandResult) {
-					s.hub.metrics.LateResult()
-					s.hub.log.Debug("late command result dropped", "device", s.DeviceID, "lease", s.Lease, "command", m.CommandResult.GetCommandId())
-				}
-			case *tetherv1.ConnectRequest_InfoUpdate:
-				info := m.InfoUpdate.GetInfo()
-				if err := ValidateInfo(info); err != nil {
-					return closeWith(tetherv1.DisconnectReason_DISCONNECT_REASON_PROTOCOL_ERROR, "InfoUpdate refused: "+err.Error())
-				}
-				if info == nil {
-					break
-				}
-				if pendingInfo != nil {
-					pendingInfo = info // the timer is armed; the newest wins
-					break
-				}
-				if ok, wait := infoRate.take(now); ok {
-					s.hub.updateInfo(ctx, s, info)
-				} else {
-					pendingInfo = info
-					infoTimer.Reset(wait)
-				}
-			case *tetherv1.ConnectRequest_Hello:
-				return closeWith(tetherv1.DisconnectReason_DISCONNECT_REASON_PROTOCOL_ERROR, "second Hello on one stream")
-			default:
-				return closeWith(tetherv1.DisconnectReason_DISCONNECT_REASON_PROTOCOL_ERROR, "empty or unknown message")
-			}
-		case <-pingC:
-			seq++
-			now := time.Now()
-			ping := &tetherv1.ConnectResponse{Msg: &tetherv1.ConnectResponse_Ping{Ping: &tetherv1.Ping{Seq: seq, SentAt: timestamppb.New(now)}}}
-			if err := stream.Send(ping); err != nil {
-				return s.transportEnd(err)
-			}
-			if !awaiting {
-				awaiting, pingAt = true, now
-				pongTimer.Reset(cfg.PingTimeout)
-			}
-			pingTimer.Reset(s.hub.nextPing())
-		case <-pongC:
-			if awaiting {
-				if ev := s.signOfLife(pingAt, len(in)); ev != "" && deferred < cfg.PingTimeout {
-					// The agent answered (or sent something) and this
-					// server has not got to it yet: an overloaded replica
-					// must not blame the device for its own lateness.
-					step := max(cfg.PingTimeout/4, 50*time.Millisecond)
-					deferred += step
-					pongTimer.Reset(step)
-					s.hub.metrics.TimeoutDeferred(ev)
-					continue
-				}
-				s.hub.metrics.Detected(time.Since(s.LastSeen()))
-				return closeWith(tetherv1.DisconnectReason_DISCONNECT_REASON_PING_TIMEOUT,
-					fmt.Sprintf("no message within %v of the Ping sent at %s", cfg.PingTimeout, pingAt.UTC().Format(time.RFC3339Nano)))
-			}
-		case <-infoTimer.C:
-			if pendingInfo != nil {
-				infoRate.take(time.Now())
-				s.hub.updateInfo(ctx, s, pendingInfo)
-				pendingInfo = nil
-			}
-		case r := <-s.endReq:
-			return closeWith(r.reason, r.message)
-		case m := <-s.sendQ:
-			if err := stream.Send(m); err != nil {
-				return s.transportEnd(err)
-			}
-		case <-ctx.Done():
-			return s.transportEnd(ctx.Err())
+// finish stops the session's timers; no callback acts after it.
+func (s *Session) finish() {
+	s.mu.Lock()
+	s.finished = true
+	for _, t := range []*time.Timer{s.pingTimer, s.pongTimer, s.infoTimer, s.cutTimer} {
+		if t != nil {
+			t.Stop()
 		}
+	}
+	s.mu.Unlock()
+	s.shutSend()
+}
+
+// shutSend makes every later send fail: grpc-go does not allow a Send once
+// the handler has returned. It waits for a Send in progress, which the end
+// of the stream releases.
+func (s *Session) shutSend() {
+	s.sendMu.Lock()
+	s.sendShut = true
+	s.sendMu.Unlock()
+}
+
+// pingDue sends the next Ping (a timer callback).
+func (s *Session) pingDue() {
+	s.mu.Lock()
+	if s.finished || s.decided != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.seq++
+	seq := s.seq
+	now := time.Now()
+	if !s.awaiting {
+		// Armed before the Send, so that an answer faster than this
+		// callback finds it waiting.
+		s.awaiting, s.pingAt = true, now
+		s.pongTimer.Reset(s.hub.cfg.PingTimeout)
+	}
+	s.pingTimer.Reset(s.hub.nextPing())
+	s.mu.Unlock()
+	// A failed Send means the transport is gone: the handler's Recv fails
+	// too and records the end.
+	_ = s.send(&tetherv1.ConnectResponse{Msg: &tetherv1.ConnectResponse_Ping{Ping: &tetherv1.Ping{Seq: seq, SentAt: timestamppb.New(now)}}})
+}
+
+// pongDue runs when a Ping went unanswered for the ping timeout (a timer
+// callback).
+func (s *Session) pongDue() {
+	cfg := s.hub.cfg
+	s.mu.Lock()
+	if s.finished || s.decided != nil || !s.awaiting {
+		s.mu.Unlock()
+		return
+	}
+	if ev := s.signOfLife(s.pingAt, 0); ev != "" && s.deferred < cfg.PingTimeout {
+		// The agent answered (or sent something) and this server has not
+		// got to it yet: an overloaded replica must not blame the device
+		// for its own lateness.
+		step := max(cfg.PingTimeout/4, 50*time.Millisecond)
+		s.deferred += step
+		s.pongTimer.Reset(step)
+		s.mu.Unlock()
+		s.hub.metrics.TimeoutDeferred(ev)
+		s.hub.admission.late(time.Now())
+		return
+	}
+	msg := fmt.Sprintf("no message within %v of the Ping sent at %s", cfg.PingTimeout, s.pingAt.UTC().Format(time.RFC3339Nano))
+	d := s.ending(tetherv1.DisconnectReason_DISCONNECT_REASON_PING_TIMEOUT, msg)
+	s.decided = &d
+	s.cutTimer = time.AfterFunc(cutDelay, s.cut)
+	s.mu.Unlock()
+	s.hub.metrics.Detected(time.Since(s.LastSeen()))
+	s.sendClose(d.Reason, msg)
+	s.hub.endSession(s, d)
+}
+
+// infoDue writes the InfoUpdate that waited for the rate (a timer
+// callback).
+func (s *Session) infoDue(ctx context.Context) {
+	s.mu.Lock()
+	info := s.pendingInfo
+	s.pendingInfo = nil
+	if info != nil {
+		s.infoRate.take(time.Now())
+	}
+	over := s.finished || s.decided != nil
+	s.mu.Unlock()
+	if info != nil && !over {
+		s.hub.updateInfo(ctx, s, info)
 	}
 }
 

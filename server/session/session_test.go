@@ -393,3 +393,56 @@ func runRace(t *testing.T, p racePlan) {
 	}
 	fresh.cancel()
 }
+
+// TestAnEndedSessionIsRecordedAtOnceAndItsConnectionClosed: a session ended
+// by the server (here kicked) while the agent keeps its stream open gets
+// Close, is recorded offline at once, ignores what the agent still sends
+// (a late InfoUpdate must not write the registry), and has its connection
+// closed shortly after (the handler waits in Recv; closing is what ends it).
+func TestAnEndedSessionIsRecordedAtOnceAndItsConnectionClosed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := newStore()
+		r := startReplica(t, store, testConfig("a"))
+		d := connect(t, r, "dev-1", "boot-1", true)
+		s := r.hub.Lookup("dev-1")
+		if s == nil {
+			t.Fatal("no session for dev-1")
+		}
+		s.End(tetherv1.DisconnectReason_DISCONNECT_REASON_KICKED, "test")
+		var got *tetherv1.Close
+		for got == nil {
+			m, err := d.stream.Recv()
+			if err != nil {
+				t.Fatalf("stream ended without Close: %v", err)
+			}
+			got = m.GetClose()
+		}
+		if got.GetReason() != tetherv1.DisconnectReason_DISCONNECT_REASON_KICKED {
+			t.Fatalf("Close reason %v; want KICKED", got.GetReason())
+		}
+		synctest.Wait()
+		rec := mustGet(t, store, "dev-1")
+		if rec.Online() || rec.LastDisconnect == nil || rec.LastDisconnect.Reason != tetherv1.DisconnectReason_DISCONNECT_REASON_KICKED {
+			t.Fatalf("record right after Close: online=%v last=%+v", rec.Online(), rec.LastDisconnect)
+		}
+		late := &tetherv1.ConnectRequest{Msg: &tetherv1.ConnectRequest_InfoUpdate{InfoUpdate: &tetherv1.InfoUpdate{
+			Info: &tetherv1.DeviceInfo{Hostname: "late", BootId: "boot-1"}}}}
+		_ = d.stream.Send(late) // may already fail: the connection is about to close
+		synctest.Wait()
+		if rec := mustGet(t, store, "dev-1"); rec.Online() || rec.Info.GetHostname() == "late" {
+			t.Fatalf("a message after the end wrote the registry: online=%v hostname=%q", rec.Online(), rec.Info.GetHostname())
+		}
+		began := time.Now()
+		if _, err := d.stream.Recv(); err == nil {
+			t.Fatal("stream still open after Close")
+		}
+		// Fake time: the connection is closed at the cut delay, not a guess.
+		if took := time.Since(began); took > time.Second {
+			t.Fatalf("the connection was closed %v after the end; want within a second", took)
+		}
+		synctest.Wait()
+		if n := r.hub.Len(); n != 0 {
+			t.Fatalf("hub holds %d sessions after the end", n)
+		}
+	})
+}
