@@ -82,6 +82,7 @@ func (OfflinePolicy) EnumDescriptor() ([]byte, []int) {
 type JobState int32
 
 const (
+	// Not used.
 	JobState_JOB_STATE_UNSPECIFIED JobState = 0
 	// Devices are being sent the command.
 	JobState_JOB_STATE_RUNNING JobState = 1
@@ -138,6 +139,7 @@ func (JobState) EnumDescriptor() ([]byte, []int) {
 type JobDeviceState int32
 
 const (
+	// Not used.
 	JobDeviceState_JOB_DEVICE_STATE_UNSPECIFIED JobDeviceState = 0
 	// Not yet sent (or waiting for the device to come online).
 	JobDeviceState_JOB_DEVICE_STATE_PENDING JobDeviceState = 1
@@ -146,7 +148,7 @@ const (
 	// The device answered with exit code 0 and no error.
 	JobDeviceState_JOB_DEVICE_STATE_SUCCEEDED JobDeviceState = 3
 	// The device answered with a non-zero exit code or an error, or the
-	// command could not be delivered (error says why).
+	// command was certainly not delivered (error says why).
 	JobDeviceState_JOB_DEVICE_STATE_FAILED JobDeviceState = 4
 	// The device was offline (and did not come online before the deadline).
 	JobDeviceState_JOB_DEVICE_STATE_SKIPPED_OFFLINE JobDeviceState = 5
@@ -490,15 +492,21 @@ func (x *Job) GetCreatedBy() string {
 
 // JobProgress counts a job's devices per state.
 type JobProgress struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	Pending        int32                  `protobuf:"varint,1,opt,name=pending,proto3" json:"pending,omitempty"`
-	Dispatched     int32                  `protobuf:"varint,2,opt,name=dispatched,proto3" json:"dispatched,omitempty"`
-	Succeeded      int32                  `protobuf:"varint,3,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
-	Failed         int32                  `protobuf:"varint,4,opt,name=failed,proto3" json:"failed,omitempty"`
-	SkippedOffline int32                  `protobuf:"varint,5,opt,name=skipped_offline,json=skippedOffline,proto3" json:"skipped_offline,omitempty"`
-	Unknown        int32                  `protobuf:"varint,6,opt,name=unknown,proto3" json:"unknown,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Devices not sent yet (or waiting to come online).
+	Pending int32 `protobuf:"varint,1,opt,name=pending,proto3" json:"pending,omitempty"`
+	// Devices sent the command, no result yet.
+	Dispatched int32 `protobuf:"varint,2,opt,name=dispatched,proto3" json:"dispatched,omitempty"`
+	// Devices that answered with exit code 0 and no error.
+	Succeeded int32 `protobuf:"varint,3,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	// Devices that failed, or were certainly not reached.
+	Failed int32 `protobuf:"varint,4,opt,name=failed,proto3" json:"failed,omitempty"`
+	// Devices skipped because they were offline.
+	SkippedOffline int32 `protobuf:"varint,5,opt,name=skipped_offline,json=skippedOffline,proto3" json:"skipped_offline,omitempty"`
+	// Devices sent the command whose outcome is unknown.
+	Unknown       int32 `protobuf:"varint,6,opt,name=unknown,proto3" json:"unknown,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobProgress) Reset() {
