@@ -64,7 +64,19 @@ type adminCheck struct {
 	want  []string
 }
 
+// docJobID is the job id the docs/ADMIN.md job recipes use; the test runs
+// them with the id its CreateJob printed.
+const docJobID = "0193a1b2c3d4-9f8e7d6c"
+
+var jobIDField = regexp.MustCompile(`"jobId": "([^"]+)"`)
+
 var adminChecks = []adminCheck{
+	// Jobs (docs/ADMIN.md shows a placeholder id; see docJobID).
+	{"JobService/CreateJob", 0, []string{`"jobId"`, "JOB_STATE_RUNNING"}},
+	{"JobService/GetJob", 0, []string{`"jobId"`, `"total": 1`}},
+	{"JobService/ListJobResults", 0, []string{`"deviceId": "demo-1"`}},
+	{"JobService/ListJobs", 0, []string{`"jobs"`}},
+	{"JobService/CancelJob", 0, []string{`"jobId"`}},
 	// The fleet views (before the generic DeviceService and /v1/devices checks).
 	{"DeviceService/GetDeviceHistory", 0, []string{`"reason": "DISCONNECT_REASON_KICKED"`, `"connectedAt"`, `"endedAt"`}},
 	{"/v1/devices/demo-1/history", 0, []string{`"reason":"DISCONNECT_REASON_KICKED"`}},
@@ -152,13 +164,14 @@ func TestAdminDocCommandsWorkAsWritten(t *testing.T) {
 	waitOnline(t, base, "demo-1", 20*time.Second)
 
 	path := filepath.Dir(grpcurl) + ":" + os.Getenv("PATH")
+	jobID := docJobID
 	for _, c := range cmds {
 		check, _ := checkFor(c)
 		before, _ := getDevice(base, "demo-1")
-		line := c
+		line := strings.ReplaceAll(c, docJobID, jobID)
 		if strings.HasPrefix(c, "curl ") {
 			// An HTTP error status must fail the command, also in a pipe.
-			line = "set -o pipefail; curl --fail-with-body " + strings.TrimPrefix(c, "curl ")
+			line = "set -o pipefail; curl --fail-with-body " + strings.TrimPrefix(line, "curl ")
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		cmd := exec.CommandContext(ctx, "bash", "-c", line)
@@ -172,6 +185,9 @@ func TestAdminDocCommandsWorkAsWritten(t *testing.T) {
 			t.Fatalf("%s\n  could not run: %v", c, err)
 		}
 		s := string(out)
+		if m := jobIDField.FindStringSubmatch(s); m != nil && strings.Contains(c, "CreateJob") {
+			jobID = m[1]
+		}
 		if code != check.exit {
 			t.Errorf("%s\n  exit status %d, want %d:\n%s", c, code, check.exit, s)
 			continue
@@ -282,7 +298,7 @@ func TestAdminDocRoleRecipesWorkAsWritten(t *testing.T) {
 		want, _ := check(c)
 		line := c
 		if strings.HasPrefix(c, "curl ") {
-			line = "set -o pipefail; curl --fail-with-body " + strings.TrimPrefix(c, "curl ")
+			line = "set -o pipefail; curl --fail-with-body " + strings.TrimPrefix(line, "curl ")
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		cmd := exec.CommandContext(ctx, "bash", "-c", line)
