@@ -301,6 +301,11 @@ func (jr *jobRun) load(ctx context.Context) ([]string, error) {
 	}
 }
 
+// maxCatchUp is how many intervals of lag a job's pacing makes up by
+// sending without sleeping: a burst above the job's rate is at most that
+// many devices.
+const maxCatchUp = 8
+
 // dispatchAll sends the command to pending devices at the job's rate and
 // concurrency; devices offline under the WAIT policy are tried again every
 // Poll until the wait deadline.
@@ -327,9 +332,14 @@ func (jr *jobRun) dispatchAll(work context.Context, pending []string) {
 				return
 			case sem <- struct{}{}:
 			}
+			// Pacing: one device per interval on average. A sleep wakes a
+			// little late, so a lag of up to maxCatchUp intervals is made
+			// up by sending without sleeping (otherwise every late wake-up
+			// would lower the rate for good); a longer stall (the runner
+			// starved, every slot busy) is forgotten, never bursted out.
 			now := time.Now()
-			if next.IsZero() || now.After(next.Add(interval)) {
-				next = now // no burst to make up for a slow stretch
+			if next.IsZero() || now.Sub(next) > maxCatchUp*interval {
+				next = now
 			}
 			next = next.Add(interval)
 			wg.Add(1)
