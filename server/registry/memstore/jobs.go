@@ -201,6 +201,22 @@ func (s *Store) AcquireJob(ctx context.Context, id, runner string, now time.Time
 }
 
 // heldLocked checks that runner holds mj's lease at now.
+// running returns job id when runner holds its lease and it is still
+// running (j.mu held).
+func (j *jobs) running(id, runner string, now time.Time) (*memJob, error) {
+	mj, err := j.get(id, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if err := heldLocked(mj, runner, now); err != nil {
+		return nil, err
+	}
+	if mj.job.State != tetherv1.JobState_JOB_STATE_RUNNING {
+		return nil, registry.ErrJobEnded
+	}
+	return mj, nil
+}
+
 func heldLocked(mj *memJob, runner string, now time.Time) error {
 	if mj.job.Runner != runner || !now.Before(mj.job.RunnerUntil) {
 		return registry.ErrJobHeld
@@ -225,15 +241,9 @@ func (s *Store) DispatchJobDevice(ctx context.Context, id, runner string, r *tet
 	}
 	s.jobs.mu.Lock()
 	defer s.jobs.mu.Unlock()
-	mj, err := s.jobs.get(id, time.Now())
+	mj, err := s.jobs.running(id, runner, now)
 	if err != nil {
 		return err
-	}
-	if err := heldLocked(mj, runner, now); err != nil {
-		return err
-	}
-	if mj.job.State != tetherv1.JobState_JOB_STATE_RUNNING {
-		return registry.ErrJobEnded
 	}
 	st, ok := mj.stateOf(r.GetDeviceId())
 	if !ok {
@@ -287,15 +297,9 @@ func (s *Store) FinishJob(ctx context.Context, id, runner string, now time.Time,
 	}
 	s.jobs.mu.Lock()
 	defer s.jobs.mu.Unlock()
-	mj, err := s.jobs.get(id, time.Now())
+	mj, err := s.jobs.running(id, runner, now)
 	if err != nil {
 		return err
-	}
-	if err := heldLocked(mj, runner, now); err != nil {
-		return err
-	}
-	if mj.job.State != tetherv1.JobState_JOB_STATE_RUNNING {
-		return registry.ErrJobEnded
 	}
 	mj.job.State, mj.job.Ended, mj.job.Runner = tetherv1.JobState_JOB_STATE_DONE, now, ""
 	mj.expires = time.Now().Add(retention)
