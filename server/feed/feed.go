@@ -138,14 +138,14 @@ type Item struct {
 // one slot index below it.
 const MemoSlots = 2
 
-// Memo returns the value cached in slot, computing it with make on first use.
-// Two watchers racing on an empty slot may both compute it; one result wins
-// and both return an equal value, so make must be deterministic.
-func (it *Item) Memo(slot int, make func() any) any {
+// Memo returns the value cached in slot, computing it on first use. Two
+// watchers racing on an empty slot may both compute it; one result wins and
+// both return an equal value, so compute must be deterministic.
+func (it *Item) Memo(slot int, compute func() any) any {
 	if v := it.memo[slot].Load(); v != nil {
 		return *v
 	}
-	v := make()
+	v := compute()
 	if it.memo[slot].CompareAndSwap(nil, &v) {
 		return v
 	}
