@@ -55,7 +55,8 @@ func TestBothGatewaysAnswerByteIdenticalJSON(t *testing.T) {
 		{"GET", "/v1/devices/gw-off", "", 200, []string{`"online":false`, `"lastDisconnect"`}},
 		{"GET", "/v1/devices/nope", "", 404, []string{`{"code":5,"message":"device nope not found","details":[]}`}},
 		{"POST", "/v1/devices/gw-off:command", `{"name":"echo"}`, 503, []string{`"code":14`, "device gw-off is offline since"}},
-		{"DELETE", "/v1/devices/gw-on", "", 405, []string{`"code":12`}},
+		{"DELETE", "/v1/devices/gw-on", "", 400, []string{`"code":9`, "device gw-on is online"}},
+		{"PUT", "/v1/devices/gw-on", "", 405, []string{`"code":12`}},
 		{"GET", "/v1/gadgets", "", 404, []string{`"code":5`}},
 	}
 	do := func(base string, c call) (int, string, []byte, error) {
