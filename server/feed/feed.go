@@ -338,7 +338,7 @@ func (f *Feed) shutdown() {
 // microseconds); handing a batch to ten thousand at once would queue every
 // other goroutine of the replica (a unary call, a lease renewal) behind all
 // of them, while handing it over in small chunks lets them interleave.
-const fanoutChunk = 32
+const fanoutChunk = 8
 
 // publish appends evs to the history and offers them to every watcher
 // without blocking: a watcher without room is ended as slow. Watchers are
