@@ -115,6 +115,29 @@ var adminChecks = []adminCheck{
 	{"/v1/devices", 0, []string{`"deviceId":"demo-1"`, `"online":true`}},
 }
 
+// runDocCommand runs one curl or grpcurl line of a document with bash in dir
+// ("" = here) and env, within 30 s, and returns its output and exit status.
+// A curl line fails on an HTTP error status, also in a pipe.
+func runDocCommand(t *testing.T, c, dir string, env []string) ([]byte, int) {
+	t.Helper()
+	line := c
+	if strings.HasPrefix(c, "curl ") {
+		line = "set -o pipefail; curl --fail-with-body " + strings.TrimPrefix(c, "curl ")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", line)
+	cmd.Dir, cmd.Env = dir, env
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%s\n  could not run: %v", c, err)
+	}
+	return out, code
+}
+
 func checkFor(cmd string) (adminCheck, bool) {
 	for _, c := range adminChecks {
 		if strings.Contains(cmd, c.match) {
@@ -168,22 +191,7 @@ func TestAdminDocCommandsWorkAsWritten(t *testing.T) {
 	for _, c := range cmds {
 		check, _ := checkFor(c)
 		before, _ := getDevice(base, "demo-1")
-		line := strings.ReplaceAll(c, docJobID, jobID)
-		if strings.HasPrefix(c, "curl ") {
-			// An HTTP error status must fail the command, also in a pipe.
-			line = "set -o pipefail; curl --fail-with-body " + strings.TrimPrefix(line, "curl ")
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		cmd := exec.CommandContext(ctx, "bash", "-c", line)
-		cmd.Env = append(os.Environ(), "PATH="+path)
-		out, err := cmd.CombinedOutput()
-		cancel()
-		code := 0
-		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatalf("%s\n  could not run: %v", c, err)
-		}
+		out, code := runDocCommand(t, strings.ReplaceAll(c, docJobID, jobID), "", append(os.Environ(), "PATH="+path))
 		s := string(out)
 		if m := jobIDField.FindStringSubmatch(s); m != nil && strings.Contains(c, "CreateJob") {
 			jobID = m[1]
@@ -296,21 +304,7 @@ func TestAdminDocRoleRecipesWorkAsWritten(t *testing.T) {
 	env = append(env, "PATH="+filepath.Dir(grpcurl)+":"+os.Getenv("PATH"))
 	for _, c := range cmds {
 		want, _ := check(c)
-		line := c
-		if strings.HasPrefix(c, "curl ") {
-			line = "set -o pipefail; curl --fail-with-body " + strings.TrimPrefix(line, "curl ")
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		cmd := exec.CommandContext(ctx, "bash", "-c", line)
-		cmd.Dir, cmd.Env = "..", env
-		out, err := cmd.CombinedOutput()
-		cancel()
-		code := 0
-		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatalf("%s\n  could not run: %v", c, err)
-		}
+		out, code := runDocCommand(t, c, "..", env)
 		if code != want.exit {
 			t.Errorf("%s\n  exit status %d, want %d:\n%s", c, code, want.exit, out)
 			continue
