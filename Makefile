@@ -82,7 +82,9 @@ test: deps lint
 
 ## fuzz: a short run of every fuzz target (FUZZTIME each; seed corpora live in testdata/fuzz)
 FUZZTIME ?= 10s
-FUZZ_TARGETS := ./api/deviceid:FuzzValidate ./server/deviceapi:FuzzValidateCommand ./agent/command:FuzzRun ./gateway:FuzzSendCommandBody ./server/session:FuzzAgentMessages ./server/proxyproto:FuzzParse ./server/registry:FuzzParseSelector
+# Every Fuzz function of the tree, as <package dir>:<name> (found, not listed
+# by hand, so a new target cannot be left out).
+FUZZ_TARGETS ?= $(shell grep -rHo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*' . | sed -E 's|^(.*)/[^/]*:func (Fuzz.*)$$|\1:\2|' | sort)
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \

@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tetherhq/tether/api/deviceid"
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
@@ -252,14 +251,6 @@ func (s *Service) ListDevices(ctx context.Context, req *tetherv1.ListDevicesRequ
 	}
 	return resp, nil
 }
-
-// ValidateCommand checks a command request's name and args (see
-// router.ValidateCommand).
-func ValidateCommand(name string, args []string) error { return router.ValidateCommand(name, args) }
-
-// CommandTimeout validates and defaults a requested timeout (see
-// router.CommandTimeout).
-func CommandTimeout(d *durationpb.Duration) (time.Duration, error) { return router.CommandTimeout(d) }
 
 // SendCommand implements DeviceService.
 func (s *Service) SendCommand(ctx context.Context, req *tetherv1.SendCommandRequest) (*tetherv1.SendCommandResponse, error) {

@@ -1,4 +1,4 @@
-package deviceapi_test
+package router_test
 
 import (
 	"strings"
@@ -7,7 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/tetherhq/tether/server/deviceapi"
+	"github.com/tetherhq/tether/server/router"
 )
 
 // FuzzValidateCommand: the server-side command validator never panics,
@@ -28,15 +28,15 @@ func FuzzValidateCommand(f *testing.F) {
 		if joined != "" {
 			args = strings.Split(joined, "\x00")
 		}
-		err := deviceapi.ValidateCommand(name, args)
+		err := router.ValidateCommand(name, args)
 		if err != nil && status.Code(err) != codes.InvalidArgument {
 			t.Fatalf("ValidateCommand(%q, %d args) = %v, want INVALID_ARGUMENT or nil", name, len(args), err)
 		}
-		ok := name != "" && len(name) <= deviceapi.MaxCommandNameBytes &&
+		ok := name != "" && len(name) <= router.MaxCommandNameBytes &&
 			strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == "" &&
-			len(args) <= deviceapi.MaxCommandArgs
+			len(args) <= router.MaxCommandArgs
 		for _, a := range args {
-			ok = ok && len(a) <= deviceapi.MaxCommandArgBytes
+			ok = ok && len(a) <= router.MaxCommandArgBytes
 		}
 		if (err == nil) != ok {
 			t.Fatalf("ValidateCommand(%q, %d args) = %v, want ok=%v", name, len(args), err, ok)
