@@ -79,6 +79,9 @@ lint: fmt-check vet buf-lint breaking check-generated
 ## test: everything CI checks
 test: deps lint
 	$(GO) test -race -count=1 -timeout 12m ./...
+	# The randomized reboot race at full count, without -race (the -race run
+	# replays fewer cases: server/session/race_on_test.go says why).
+	$(GO) test -count=1 -run 'UnderRandomInterleavings' ./server/session
 
 ## fuzz: a short run of every fuzz target (FUZZTIME each; seed corpora live in testdata/fuzz)
 FUZZTIME ?= 10s

@@ -301,8 +301,11 @@ func TestRebootRaceAcrossReplicas(t *testing.T) {
 // replica or another one, and checks that the final state is always right.
 func TestRebootRaceUnderRandomInterleavings(t *testing.T) {
 	n := 1500
-	if testing.Short() {
+	switch {
+	case testing.Short():
 		n = 100
+	case raceDetector:
+		n = 300
 	}
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
