@@ -90,6 +90,10 @@ func main() {
 		runFloor(*floorAddr, *floorMetrics, *floorPing)
 		return
 	}
+	if *watchFloorAt != "" {
+		runWatchFloor(*watchFloorAt)
+		return
+	}
 	if *watchClientOf != "" {
 		runWatchClient(*watchClientOf, *watchClientN, *watchClientTo)
 		return

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -11,14 +12,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -28,13 +27,14 @@ import (
 )
 
 var (
-	watchersN     = flag.Int("watchers", 5000, "HTTP watchers of the watchers scenario (one replica)")
-	watchClients  = flag.Int("watch-clients", 5, "client processes the watchers are spread over (each below the 20,000 open-file cap)")
-	watchChurn    = flag.Float64("watch-churn", 2, "device sessions opened and closed per second during the watchers scenario (2 events each)")
-	watchWindow   = flag.Duration("watch-window", 30*time.Second, "measuring window of each phase of the watchers scenario")
-	watchClientOf = flag.String("watch-client", "", "internal: open -watch-client-n watches on this base URL and report latencies to -watch-client-out")
-	watchClientN  = flag.Int("watch-client-n", 0, "internal: watches of one client process")
-	watchClientTo = flag.String("watch-client-out", "", "internal: where a client process writes its report")
+	watchersN       = flag.Int("watchers", 5000, "HTTP watchers of the watchers scenario (one replica)")
+	watchClients    = flag.Int("watch-clients", 5, "client processes the watchers are spread over (each below the 20,000 open-file cap)")
+	watchChurn      = flag.Float64("watch-churn", 2, "device sessions opened and closed per second during the watchers scenario (2 events each)")
+	watchWindow     = flag.Duration("watch-window", 30*time.Second, "measuring window of each phase of the watchers scenario")
+	watchClientOf   = flag.String("watch-client", "", "internal: open -watch-client-n watches on this base URL and report latencies to -watch-client-out")
+	watchClientN    = flag.Int("watch-client-n", 0, "internal: watches of one client process")
+	watchClientNice = flag.Int("watch-client-nice", 0, "nice value of the watch client processes (19: the machine's CPU goes to the servers first, as if the clients ran elsewhere)")
+	watchClientTo   = flag.String("watch-client-out", "", "internal: where a client process writes its report")
 )
 
 // watchReport is what one watcher client process measured.
@@ -45,75 +45,28 @@ type watchReport struct {
 	Latencies []int64 `json:"latencies"` // ms from the event's time to its receipt, all events
 }
 
-// runWatchClient is the client process: it opens n watches, records when
-// each event arrives, and writes its report when it gets SIGTERM.
-func runWatchClient(base string, n int, out string) {
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGTERM, os.Interrupt)
-	tr := &http.Transport{DisableKeepAlives: true, MaxConnsPerHost: 0}
-	hc := &http.Client{Transport: tr}
-	ctx, cancel := context.WithCancel(context.Background())
-	var mu sync.Mutex
-	rep := watchReport{}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 50) // opening rate
-	for range n {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/devices:watch", nil)
-			resp, err := hc.Do(req)
-			if err != nil || resp.StatusCode != http.StatusOK {
-				<-sem
-				mu.Lock()
-				rep.Failed++
-				mu.Unlock()
-				if err == nil {
-					resp.Body.Close()
-				}
-				return
-			}
-			defer resp.Body.Close()
-			sc := bufio.NewScanner(resp.Body)
-			first := true
-			var lat []int64
-			for sc.Scan() {
-				now := time.Now()
-				if first {
-					first = false
-					<-sem
-					mu.Lock()
-					rep.Open++
-					mu.Unlock()
-				}
-				var l struct {
-					Result struct {
-						Event struct {
-							EventID string    `json:"eventId"`
-							Time    time.Time `json:"time"`
-						} `json:"event"`
-					} `json:"result"`
-				}
-				if json.Unmarshal(sc.Bytes(), &l) != nil || l.Result.Event.EventID == "" {
-					continue
-				}
-				lat = append(lat, now.Sub(l.Result.Event.Time).Milliseconds())
-			}
-			mu.Lock()
-			rep.Events += len(lat)
-			rep.Latencies = append(rep.Latencies, lat...)
-			if ctx.Err() == nil {
-				rep.Failed++ // ended before we stopped
-			}
-			mu.Unlock()
-		}()
+// eventTime returns the time of a feed event's line ({"result":{"event":
+// {"eventId":…,"time":…}}}) and false for any other line (snapshot,
+// heartbeat: an empty eventId). It looks for the two fields instead of decoding
+// the line: the client processes share the machine's 2 cores with the
+// replica, so their cost per line is part of the latency they measure.
+func eventTime(line []byte) (time.Time, bool) {
+	const id = `"eventId":"`
+	if i := bytes.Index(line, []byte(id)); i < 0 || i+len(id) >= len(line) || line[i+len(id)] == '"' {
+		return time.Time{}, false // no event id, or "" (a heartbeat)
 	}
-	<-stop
-	cancel()
-	wg.Wait()
-	b, _ := json.Marshal(rep)
-	_ = os.WriteFile(out, b, 0o644)
+	const key = `"time":"`
+	i := bytes.Index(line, []byte(key))
+	if i < 0 {
+		return time.Time{}, false
+	}
+	rest := line[i+len(key):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(rest[:j]))
+	return t, err == nil
 }
 
 // churnDevices opens and closes rate device sessions per second on the
@@ -286,28 +239,12 @@ func watchers() {
 	alone, _ := phase()
 
 	logf("phase 2: opening %d watchers", n)
-	self, err := os.Executable()
-	must(err)
-	var clients []*exec.Cmd
-	var outs []string
-	for i := range k {
-		m := n / k
-		if i < n%k {
-			m++
-		}
-		out := filepath.Join(*logDir, fmt.Sprintf("watch-client-%d.json", i))
-		outs = append(outs, out)
-		clients = append(clients, start(self, "-watch-client", base, "-watch-client-n", strconv.Itoa(m), "-watch-client-out", out))
-	}
-	openStart := time.Now()
-	for time.Since(openStart) < 5*time.Minute && scrape(r.metrics, "tether_feed_watchers") < float64(n) {
-		time.Sleep(time.Second)
-	}
-	opened := scrape(r.metrics, "tether_feed_watchers")
-	logf("%v watchers open after %v", opened, time.Since(openStart).Round(time.Second))
+	wf := openWatchers("tether", base, r.metrics, n, k)
+	opened := wf.opened
 	reads0 := scrape(r.metrics, "tether_feed_reads_total")
 	rssBefore := rssBytes(r.cmd.Process.Pid)
 	cpu0 := cpuSeconds(r.cmd.Process.Pid)
+	ccpu0 := wf.cpu()
 	var conns, xreads, maxConns, maxX int
 	sampling, stopSampling := context.WithCancel(ctx)
 	sampled := make(chan struct{})
@@ -324,27 +261,18 @@ func watchers() {
 	stopSampling()
 	<-sampled
 	cpu := cpuSeconds(r.cmd.Process.Pid) - cpu0
+	ccpu := wf.cpu() - ccpu0
 	reads := scrape(r.metrics, "tether_feed_reads_total") - reads0
 	rss := rssBytes(r.cmd.Process.Pid)
-	time.Sleep(3 * time.Second) // the last events reach the clients
-	for _, c := range clients {
-		stopProc(c, 60*time.Second)
-	}
-	var all watchReport
-	for _, o := range outs {
-		b, err := os.ReadFile(o)
-		must(err)
-		var rep watchReport
-		must(json.Unmarshal(b, &rep))
-		all.Open += rep.Open
-		all.Failed += rep.Failed
-		all.Events += rep.Events
-		all.Latencies = append(all.Latencies, rep.Latencies...)
-	}
+	all := wf.collect()
 	renewMissed := scrapeLabeled(r.metrics, "tether_store_errors_total", `op="renew"`)
 	slow := scrape(r.metrics, "tether_feed_slow_watchers_total")
 	refused := scrape(r.metrics, "tether_watch_refused_total")
 	poolWaits := scrapeLabeled(r.metrics, "tether_redis_pool_waits_total", `pool="lease"`)
+	stopProc(r.cmd, 30*time.Second) // the floor below runs alone
+
+	logf("phase 3: the watch floor, %d watchers", n)
+	fl := watchFloorPhase(n, k, *watchChurn, *watchWindow)
 
 	p50, p99 := pctMS(all.Latencies, 50), pctMS(all.Latencies, 99)
 	g0, g1 := pctDur(alone, 99), pctDur(watched, 99)
@@ -364,6 +292,7 @@ func watchers() {
 	fmt.Printf("| lease pool waits (`tether_redis_pool_waits_total{pool=\"lease\"}`) | %.0f |\n", poolWaits)
 	fmt.Printf("| watchers ended as slow / refused | %.0f / %.0f |\n", slow, refused)
 	fmt.Printf("| replica CPU during the window | %.1f s of %v |\n", cpu, *watchWindow)
+	fmt.Printf("| watch client processes' CPU during the window (all %d) | %.1f s |\n", k, ccpu)
 	fmt.Printf("| replica RSS before the window / after | %.0f MiB / %.0f MiB |\n", float64(rssBefore)/(1<<20), float64(rss)/(1<<20))
 	fmt.Println()
 	_, _ = conns, xreads
@@ -371,4 +300,98 @@ func watchers() {
 	addTarget("event delivery p99", "≤ 250 ms", p99.String(), p99 <= 250*time.Millisecond)
 	addTarget("GET p99 with watchers", "≤ 2× the run without", fmt.Sprintf("%v vs %v", g1.Round(100*time.Microsecond), g0.Round(100*time.Microsecond)), g1 <= 2*g0)
 	addTarget("node renewals missed", "0", fmt.Sprintf("%.0f", renewMissed), renewMissed == 0)
+
+	perDelivery := func(cpu float64, events int) string {
+		if events == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f µs", cpu/float64(events)*1e6)
+	}
+	ratio := func(a, b float64) string {
+		if b == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f×", a/b)
+	}
+	fmt.Printf("### The same watchers against the watch floor (same run)\n\n")
+	fmt.Printf("The floor (`bench/watchfloor.go`) is the watch stream written the obvious way with net/http and nothing else: a handler goroutine per watcher with a buffered channel, events stamped and handed to every channel under one lock, a preformatted line of the same shape and size as tether-server's; no registry, gRPC, authentication or encoding. The same %d client processes open %d watches on it, and it publishes two events every %v (the churn's rate) for %v.\n\n",
+		k, n, time.Duration(float64(time.Second)/max(*watchChurn, 0.01)), *watchWindow)
+	fmt.Println("| measure | naive floor | tether-server | ratio tether / floor |")
+	fmt.Println("|---|---|---|---|")
+	fmt.Printf("| watchers open | %.0f | %.0f | |\n", fl.opened, opened)
+	fmt.Printf("| events delivered, all watchers | %d (%d published) | %d | |\n", fl.rep.Events, fl.events, all.Events)
+	fmt.Printf("| delivery latency p50 | %v | %v | %s |\n", fl.p50, p50, ratio(float64(p50), float64(fl.p50)))
+	fmt.Printf("| delivery latency p99 | %v | %v | %s |\n", fl.p99, p99, ratio(float64(p99), float64(fl.p99)))
+	fmt.Printf("| server CPU per delivery (CPU in the window / events delivered) | %s | %s | %s |\n", perDelivery(fl.cpu, fl.rep.Events), perDelivery(cpu, all.Events),
+		ratio(cpu/float64(max(all.Events, 1)), fl.cpu/float64(max(fl.rep.Events, 1))))
+	fmt.Printf("| client processes' CPU per delivery | %s | %s | |\n", perDelivery(fl.clientCPU, fl.rep.Events), perDelivery(ccpu, all.Events))
+	fmt.Println()
+	addTarget("event delivery p99 / watch floor's (same run)", "(no target: context)", fmt.Sprintf("%v vs %v (%s)", p99, fl.p99, ratio(float64(p99), float64(fl.p99))), true)
+}
+
+// watcherFleet is the watch client processes of one measured server.
+type watcherFleet struct {
+	clients []*exec.Cmd
+	outs    []string
+	opened  float64 // watchers the server counted once they were open
+}
+
+// openWatchers starts k client processes with n watches in all on base and
+// waits (at most 5 minutes) until the server's tether_feed_watchers on
+// metrics counts them.
+func openWatchers(tag, base, metrics string, n, k int) *watcherFleet {
+	self, err := os.Executable()
+	must(err)
+	wf := &watcherFleet{}
+	for i := range k {
+		m := n / k
+		if i < n%k {
+			m++
+		}
+		out := filepath.Join(*logDir, fmt.Sprintf("watch-client-%s-%d.json", tag, i))
+		wf.outs = append(wf.outs, out)
+		args := []string{self, "-watch-client", base, "-watch-client-n", strconv.Itoa(m), "-watch-client-out", out}
+		if *watchClientNice != 0 {
+			args = append([]string{"-n", strconv.Itoa(*watchClientNice)}, args...)
+			wf.clients = append(wf.clients, start("nice", args...))
+		} else {
+			wf.clients = append(wf.clients, start(args[0], args[1:]...))
+		}
+	}
+	openStart := time.Now()
+	for time.Since(openStart) < 5*time.Minute && scrape(metrics, "tether_feed_watchers") < float64(n) {
+		time.Sleep(time.Second)
+	}
+	wf.opened = scrape(metrics, "tether_feed_watchers")
+	logf("%s: %v watchers open after %v", tag, wf.opened, time.Since(openStart).Round(time.Second))
+	return wf
+}
+
+// cpu is the CPU seconds the client processes used so far.
+func (wf *watcherFleet) cpu() (sum float64) {
+	for _, c := range wf.clients {
+		sum += cpuSeconds(c.Process.Pid)
+	}
+	return sum
+}
+
+// collect lets the last events arrive, stops the clients and sums their
+// reports.
+func (wf *watcherFleet) collect() watchReport {
+	time.Sleep(3 * time.Second)
+	for _, c := range wf.clients {
+		stopProc(c, 60*time.Second)
+	}
+	var all watchReport
+	for _, o := range wf.outs {
+		b, err := os.ReadFile(o)
+		must(err)
+		var rep watchReport
+		must(json.Unmarshal(b, &rep))
+		all.Open += rep.Open
+		all.Failed += rep.Failed
+		all.Events += rep.Events
+		all.Latencies = append(all.Latencies, rep.Latencies...)
+	}
+	return all
 }
