@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/internal/fakeagent"
 )
 
 var (
@@ -56,29 +57,12 @@ func (a *jobAgents) run(ctx context.Context, addr, id string, ready func()) {
 	}
 	a.live.Add(1)
 	defer a.live.Add(-1)
-	var sendMu sync.Mutex
-	send := func(m *tetherv1.ConnectRequest) {
-		sendMu.Lock()
-		defer sendMu.Unlock()
-		_ = stream.Send(m)
-	}
-	for {
-		m, err := stream.Recv()
-		if err != nil {
-			return
-		}
-		switch x := m.Msg.(type) {
-		case *tetherv1.ConnectResponse_Ping:
-			send(&tetherv1.ConnectRequest{Msg: &tetherv1.ConnectRequest_Pong{Pong: &tetherv1.Pong{Seq: x.Ping.Seq, PingSentAt: x.Ping.SentAt}}})
-		case *tetherv1.ConnectResponse_Command:
-			a.mu.Lock()
-			a.got[id]++
-			a.mu.Unlock()
-			send(&tetherv1.ConnectRequest{Msg: &tetherv1.ConnectRequest_CommandResult{CommandResult: &tetherv1.CommandResult{
-				CommandId: x.Command.CommandId, Output: "ok",
-			}}})
-		}
-	}
+	fakeagent.Serve(stream, func(*tetherv1.Command) (string, time.Duration, bool) {
+		a.mu.Lock()
+		a.got[id]++
+		a.mu.Unlock()
+		return "ok", 0, true
+	})
 }
 
 // jobsScenario: one job over -jobs-devices devices held by two replicas

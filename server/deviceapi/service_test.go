@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/internal/fakeagent"
 	"github.com/tetherhq/tether/server/deviceapi"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/registry/memstore"
@@ -89,28 +90,9 @@ func (f *fixture) runAgent(t *testing.T, id string, b agentBehaviour, labels map
 	if err != nil || m.GetHelloAck() == nil {
 		t.Fatalf("hello: %v %v", m, err)
 	}
-	go func() {
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				return
-			}
-			switch x := m.Msg.(type) {
-			case *tetherv1.ConnectResponse_Ping:
-				_ = stream.Send(&tetherv1.ConnectRequest{Msg: &tetherv1.ConnectRequest_Pong{Pong: &tetherv1.Pong{Seq: x.Ping.Seq, PingSentAt: x.Ping.SentAt}}})
-			case *tetherv1.ConnectResponse_Command:
-				if b.silent {
-					continue
-				}
-				go func(c *tetherv1.Command) {
-					time.Sleep(b.delay)
-					_ = stream.Send(&tetherv1.ConnectRequest{Msg: &tetherv1.ConnectRequest_CommandResult{CommandResult: &tetherv1.CommandResult{
-						CommandId: c.CommandId, Output: strings.Join(c.Args, " "),
-					}}})
-				}(x.Command)
-			}
-		}
-	}()
+	go fakeagent.Serve(stream, func(c *tetherv1.Command) (string, time.Duration, bool) {
+		return strings.Join(c.Args, " "), b.delay, !b.silent
+	})
 	t.Cleanup(cancel)
 	return m.GetHelloAck().GetLeaseId(), cancel
 }

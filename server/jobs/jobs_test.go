@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/internal/fakeagent"
 	"github.com/tetherhq/tether/server/jobs"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/registry"
@@ -110,26 +111,12 @@ func (f *fixture) agent(t *testing.T, id string, labels map[string]string, delay
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				return
-			}
-			switch x := m.Msg.(type) {
-			case *tetherv1.ConnectResponse_Ping:
-				_ = stream.Send(&tetherv1.ConnectRequest{Msg: &tetherv1.ConnectRequest_Pong{Pong: &tetherv1.Pong{Seq: x.Ping.Seq, PingSentAt: x.Ping.SentAt}}})
-			case *tetherv1.ConnectResponse_Command:
-				f.mu.Lock()
-				f.got[id]++
-				f.mu.Unlock()
-				go func(c *tetherv1.Command) {
-					time.Sleep(delay)
-					_ = stream.Send(&tetherv1.ConnectRequest{Msg: &tetherv1.ConnectRequest_CommandResult{CommandResult: &tetherv1.CommandResult{
-						CommandId: c.CommandId, Output: "ok " + id,
-					}}})
-				}(x.Command)
-			}
-		}
+		fakeagent.Serve(stream, func(*tetherv1.Command) (string, time.Duration, bool) {
+			f.mu.Lock()
+			f.got[id]++
+			f.mu.Unlock()
+			return "ok " + id, delay, true
+		})
 	}()
 	f.stop = append(f.stop, func() { cancel(); <-done })
 }

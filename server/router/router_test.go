@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/internal/fakeagent"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/registry"
 	"github.com/tetherhq/tether/server/registry/memstore"
@@ -98,25 +99,9 @@ func (r *replica) agent(t *testing.T, id string) uint64 {
 	if err != nil || m.GetHelloAck() == nil {
 		t.Fatalf("hello: %v %v", m, err)
 	}
-	go func() {
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				return
-			}
-			switch x := m.Msg.(type) {
-			case *tetherv1.ConnectResponse_Ping:
-				_ = stream.Send(&tetherv1.ConnectRequest{Msg: &tetherv1.ConnectRequest_Pong{Pong: &tetherv1.Pong{Seq: x.Ping.Seq, PingSentAt: x.Ping.SentAt}}})
-			case *tetherv1.ConnectResponse_Command:
-				if x.Command.Name == "hang" {
-					continue // never answered
-				}
-				_ = stream.Send(&tetherv1.ConnectRequest{Msg: &tetherv1.ConnectRequest_CommandResult{CommandResult: &tetherv1.CommandResult{
-					CommandId: x.Command.CommandId, Output: strings.Join(x.Command.Args, " "),
-				}}})
-			}
-		}
-	}()
+	go fakeagent.Serve(stream, func(c *tetherv1.Command) (string, time.Duration, bool) {
+		return strings.Join(c.Args, " "), 0, c.Name != "hang" // "hang" is never answered
+	})
 	return m.GetHelloAck().GetLeaseId()
 }
 
