@@ -28,11 +28,14 @@ var (
 	deleteSrc string
 	//go:embed scripts/preregister.lua
 	preregisterSrc string
+	// history.lua defines push_history for the scripts that end sessions.
+	//go:embed scripts/history.lua
+	historySrc string
 
-	claimScript      = redis.NewScript(claimSrc)
+	claimScript      = redis.NewScript(historySrc + claimSrc)
 	touchScript      = redis.NewScript(touchSrc)
 	updateInfoScript = redis.NewScript(updateInfoSrc)
-	releaseScript    = redis.NewScript(releaseSrc)
+	releaseScript    = redis.NewScript(historySrc + releaseSrc)
 	remirrorScript   = redis.NewScript(remirrorSrc)
 	keepNodeScript   = redis.NewScript(keepNodeSrc)
 	zremIfScript     = redis.NewScript(zremIfSrc)

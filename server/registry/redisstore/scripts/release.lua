@@ -14,18 +14,7 @@
 -- it as its newest entry. Otherwise
 -- nothing changes and it returns {"0"} when a newer lease was issued than
 -- ARGV[1] (stale), {"2"} when there is nothing to end (missing).
--- push_history records an ended session in the device's history list
--- (KEYS[2], same hash slot): newest first, at most n entries, expiring ttl
--- milliseconds after the last push. Written after the hash's own writes (an
--- OOM refusal can only hit the first write of a script).
-local function push_history(lease, node, connected, ended, reason, restart, rtt, msg, n, ttl)
-  n = tonumber(n) or 0
-  if n <= 0 then return end
-  redis.call('LPUSH', KEYS[2], cjson.encode({lease = lease, node = node, connected = connected or '',
-    ended = ended, reason = reason, restart = restart, rtt_ns = rtt or '0', message = string.sub(msg or '', 1, 128)}))
-  redis.call('LTRIM', KEYS[2], 0, n - 1)
-  redis.call('PEXPIRE', KEYS[2], ttl)
-end
+-- push_history (history.lua, prepended at load) records ended sessions.
 
 local key = KEYS[1]
 local s = redis.call('HMGET', key, 's_lease', 's_node', 'lease', 's_claim', 's_connected', 's_rtt_ns')
