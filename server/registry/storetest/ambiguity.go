@@ -14,10 +14,7 @@ import (
 
 // The contract cases of ambiguous outcomes: idempotent claims, undoing a
 // claim, reconciliation, and leases that survive a store clock behind.
-var ambiguityTests = []struct {
-	name string
-	fn   func(t *testing.T, h Harness)
-}{
+var ambiguityTests = []contractTest{
 	{"ClaimIsIdempotentPerClaimID", testClaimIdempotent},
 	{"ReleaseClaimUndoesExactlyThatClaim", testReleaseClaim},
 	{"ReconcileEndsRecordsTheNodeDoesNotHold", testReconcileOrphans},

@@ -16,10 +16,7 @@ import (
 // registry.Lifecycle, registry.Fleet) against h. The harness's stores must
 // implement all three.
 func RunFleet(t *testing.T, h Harness) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, h Harness)
-	}{
+	tests := []contractTest{
 		{"HistoryKeepsTheLastSessionsNewestFirst", testHistoryCapped},
 		{"HistoryRecordsReplacedNodeLostAndOrphanedEnds", testHistoryEnds},
 		{"HistoryEntryLearnsTheRestartVerdict", testHistoryVerdict},
@@ -29,15 +26,7 @@ func RunFleet(t *testing.T, h Harness) {
 		{"InventoryCountsEveryDeviceOnce", testInventory},
 		{"NodesListsRenewedNodesWithSessionCounts", testNodes},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if h.Wrap != nil {
-				h.Wrap(t, func(t *testing.T) { tc.fn(t, h) })
-				return
-			}
-			tc.fn(t, h)
-		})
-	}
+	runTests(t, h, tests)
 }
 
 type fleetStore interface {

@@ -14,10 +14,7 @@ import (
 
 // jobTests are the contract of registry.Jobs, run for stores that
 // implement it.
-var jobTests = []struct {
-	name string
-	fn   func(t *testing.T, h Harness)
-}{
+var jobTests = []contractTest{
 	{"JobsAreCreatedWithEveryDevicePendingAndListedNewestFirst", testJobCreate},
 	{"JobsBeyondTheRunningLimitAreRefused", testJobLimit},
 	{"JobDevicesMoveForwardOnlyAndDispatchOnce", testJobDeviceStates},

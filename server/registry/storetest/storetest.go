@@ -49,12 +49,29 @@ type Harness struct {
 	Wrap func(t *testing.T, body func(t *testing.T))
 }
 
+// contractTest is one named case of a contract suite.
+type contractTest struct {
+	name string
+	fn   func(t *testing.T, h Harness)
+}
+
+// runTests runs each case as a subtest, inside h.Wrap when the harness has
+// one.
+func runTests(t *testing.T, h Harness, tests []contractTest) {
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if h.Wrap != nil {
+				h.Wrap(t, func(t *testing.T) { tc.fn(t, h) })
+				return
+			}
+			tc.fn(t, h)
+		})
+	}
+}
+
 // Run runs the whole contract suite against h.
 func Run(t *testing.T, h Harness) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, h Harness)
-	}{
+	tests := []contractTest{
 		{"ClaimAllocatesLeasesAboveEveryEarlierLeaseAndMinLease", testClaimLeases},
 		{"ClaimLeasesFollowTheClock", testClaimLeasesFollowTheClock},
 		{"ClaimReplacesTheCurrentSession", testClaimReplaces},
@@ -85,15 +102,7 @@ func Run(t *testing.T, h Harness) {
 	}
 	tests = append(tests, ambiguityTests...)
 	tests = append(tests, jobTests...)
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if h.Wrap != nil {
-				h.Wrap(t, func(t *testing.T) { tc.fn(t, h) })
-				return
-			}
-			tc.fn(t, h)
-		})
-	}
+	runTests(t, h, tests)
 }
 
 // Shorthands.
