@@ -85,12 +85,11 @@ func runWatchFloor(addr string) {
 
 // watchFloorRun is what the floor measured.
 type watchFloorRun struct {
-	opened           float64
-	rep              watchReport
-	events           int     // events published in the window
-	cpu, clientCPU   float64 // seconds in the window
-	p50, p99         time.Duration
-	cpuPerDeliveryUS float64
+	opened         float64
+	rep            watchReport
+	events         int     // events published in the window
+	cpu, clientCPU float64 // seconds in the window
+	p50, p99       time.Duration
 }
 
 // watchFloorPhase runs the floor with the same watch clients and the same
@@ -124,8 +123,5 @@ func watchFloorPhase(n, k int, rate float64, window time.Duration) watchFloorRun
 	run.cpu, run.clientCPU = cpuSeconds(p.Process.Pid)-cpu0, wf.cpu()-ccpu0
 	run.rep = wf.collect()
 	run.p50, run.p99 = pctMS(run.rep.Latencies, 50), pctMS(run.rep.Latencies, 99)
-	if run.rep.Events > 0 {
-		run.cpuPerDeliveryUS = run.cpu / float64(run.rep.Events) * 1e6
-	}
 	return run
 }
