@@ -61,6 +61,13 @@ type Store interface {
 
 // Leases is the role of the session hub: the writes that make, renew,
 // re-assert and end sessions.
+//
+// The DeviceInfo a caller passes (ClaimRequest.Info, UpdateInfo, Live.Info)
+// is read-only for both sides once passed: a store may keep it as given
+// rather than copy it (the embedded store does: a replica then holds one copy
+// of each device's info, shared by the session and the record), and the
+// caller must not modify it afterwards. Records a store returns are always
+// the reader's own copies.
 type Leases interface {
 	// Claim makes a new session current for req.DeviceID and returns its
 	// lease. The lease is strictly greater than every lease the store ever

@@ -309,7 +309,6 @@ func (h *Hub) open(ctx context.Context, stream tetherv1.AgentService_ConnectServ
 		DeviceID: id, Lease: claimed.Lease, TokenID: tokenID, TokenExpiry: tokenExpiry, Mode: mode, RemoteAddr: remote, ConnectedAt: now, BootID: info.GetBootId(),
 		hub: h, conn: ConnFrom(ctx), stream: stream,
 		done: make(chan struct{}), recorded: make(chan struct{}), acked: make(chan struct{}),
-		pending: make(map[string]chan *tetherv1.CommandResult),
 	}
 	s.lastSeen.Store(now.UnixNano())
 	s.info.Store(info)
@@ -352,7 +351,11 @@ func (h *Hub) claim(ctx context.Context, req registry.ClaimRequest) (registry.Cl
 			case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
 			}
 		}
-		sctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
+		// Bounded by StoreTimeout alone, not tied to the stream: a child of
+		// the stream's context would leave a map of children behind in it
+		// for the life of the session (≈ 250 B each), and an agent that
+		// leaves mid-claim is handled below either way.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.StoreTimeout)
 		var c registry.Claimed
 		c, err = h.store.Claim(sctx, req)
 		cancel()

@@ -193,6 +193,9 @@ func (s *Session) Command(ctx context.Context, name string, args []string, timeo
 	s.cmdSeq++
 	id := strconv.FormatUint(s.Lease, 36) + "-" + strconv.FormatUint(s.cmdSeq, 10)
 	ch := make(chan *tetherv1.CommandResult, 1)
+	if s.pending == nil {
+		s.pending = make(map[string]chan *tetherv1.CommandResult) // most sessions never get a command
+	}
 	s.pending[id] = ch
 	s.cmdMu.Unlock()
 

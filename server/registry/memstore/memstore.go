@@ -179,7 +179,7 @@ func (s *Store) Claim(ctx context.Context, req registry.ClaimRequest) (registry.
 		Mode:        req.Mode,
 	}
 	if req.Info != nil {
-		rec.Info = proto.Clone(req.Info).(*tetherv1.DeviceInfo)
+		rec.Info = req.Info // read-only from here on (registry.Leases); readers get copies
 	}
 	d.expires = now.Add(s.deviceRetention)
 	d.claimID = req.ClaimID
@@ -237,11 +237,7 @@ func (s *Store) UpdateInfo(ctx context.Context, deviceID string, lease uint64, i
 	if err != nil {
 		return fmt.Errorf("update info of %s with lease %d: %w", deviceID, lease, err)
 	}
-	if info != nil {
-		d.rec.Info = proto.Clone(info).(*tetherv1.DeviceInfo)
-	} else {
-		d.rec.Info = nil
-	}
+	d.rec.Info = info // read-only from here on (registry.Leases)
 	d.expires = now.Add(s.deviceRetention)
 	s.appendLocked(registry.Event{Type: tetherv1.EventType_EVENT_TYPE_INFO_CHANGED, DeviceID: deviceID, Lease: lease, Time: now, Node: d.rec.Session.Node})
 	return nil
@@ -580,7 +576,7 @@ func (s *Store) Remirror(ctx context.Context, sessions []registry.Live) (registr
 			Mode:        l.Mode,
 		}
 		if l.Info != nil {
-			rec.Info = proto.Clone(l.Info).(*tetherv1.DeviceInfo)
+			rec.Info = l.Info
 		}
 		d.expires = now.Add(s.deviceRetention)
 		if !wasCurrent {
