@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -92,6 +93,7 @@ func run(args []string) error {
 	limitFlags(fs, &cfg.Limits)
 	jobFlags(fs, &cfg.Jobs)
 	httpMaxBody := fs.Int64("http-max-body", gateway.DefaultMaxBodyBytes, "--http: maximum request body size in bytes")
+	gcPercent := fs.Int("gc-percent", defaultGCPercent, "Go GC target: heap growth between collections, in percent of the live heap (lower trades CPU for memory per session); the GOGC environment variable, when set, wins")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -126,6 +128,7 @@ func run(args []string) error {
 	if err := validate(fs); err != nil {
 		return err
 	}
+	setGCPercent(*gcPercent)
 	if cfg.ProxyProtocolFrom, err = proxyproto.ParsePrefixes(*proxyFrom); err != nil {
 		return fmt.Errorf("%s: %w", envflag.Source(fs, "proxy-protocol-from"), err)
 	}
@@ -188,7 +191,7 @@ func validate(fs *flag.FlagSet) error {
 	if v := fs.Lookup("history-length").Value.(flag.Getter).Get().(int); v < 1 || v > registry.MaxHistoryLen {
 		return fmt.Errorf("%s: want 1 to %d", envflag.Source(fs, "history-length"), registry.MaxHistoryLen)
 	}
-	for _, n := range []string{"command-output-cap", "max-inflight-commands", "flap-limit"} {
+	for _, n := range []string{"command-output-cap", "max-inflight-commands", "flap-limit", "gc-percent"} {
 		if v := fs.Lookup(n).Value.(flag.Getter).Get().(int); v <= 0 {
 			return fmt.Errorf("%s: must be a positive number", envflag.Source(fs, n))
 		}
@@ -220,4 +223,20 @@ func logEffective(log *slog.Logger, fs *flag.FlagSet) {
 		attrs = append(attrs, slog.String(key, f.Value.String()))
 	})
 	log.Info("effective configuration", attrs...)
+}
+
+// defaultGCPercent is tether-server's GC target: Go's own default. Lower
+// values keep a replica's heap closer to its live size (mostly long-lived
+// session state) at the price of more collections, each of which scans every
+// session's goroutine stacks; measured in docs/PERFORMANCE.md ("Floors and
+// ratios", attempt 8): 50 cost command throughput for little memory.
+const defaultGCPercent = 100
+
+// setGCPercent applies --gc-percent unless the operator set GOGC, which the
+// Go runtime has already applied.
+func setGCPercent(p int) {
+	if _, ok := os.LookupEnv("GOGC"); ok {
+		return
+	}
+	debug.SetGCPercent(p)
 }
