@@ -293,8 +293,12 @@ func (s *Service) watch(ctx context.Context, req *tetherv1.WatchDevicesRequest, 
 				return closed(status.Error(codes.Unavailable, "server is shutting down; reconnect and resume with after_event_id"))
 			}
 			resp := ev.Memo(memoResponse, func() any { return &tetherv1.WatchDevicesResponse{Event: eventProto(ev.Event)} }).(*tetherv1.WatchDevicesResponse)
-			if err := emit(resp, ev, w.Pending() > 0); err != nil {
+			more := w.Pending() > 0
+			if err := emit(resp, ev, more); err != nil {
 				return err
+			}
+			if !more {
+				w.Taken() // written and flushed: the feed's fan-out may go on
 			}
 			after = ev.ID
 			heartbeat.Reset(s.cfg.WatchHeartbeat)

@@ -13,6 +13,12 @@
 // place in the store (the events after its position were trimmed, or the
 // store lost its data) every watcher is ended with EndResnapshot.
 //
+// The reader hands a batch out a chunk of watchers at a time and waits until
+// the chunk has written it (Watcher.Taken) or a short bound passes: the
+// processors go idle between chunks, so a unary call's socket is noticed
+// during a fan-out to thousands instead of waiting for the runtime's 10 ms
+// network poll.
+//
 // With N watchers a replica therefore keeps one blocking read on the store,
 // not N.
 package feed

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -160,6 +159,17 @@ type Watcher struct {
 	skip   string // events up to this id are not delivered (a resume point the feed had not reached)
 	ended  bool   // guarded by f.mu
 	reason atomic.Int32
+	hand   atomic.Pointer[handoff] // the fan-out chunk waiting for this watcher to take its events
+}
+
+// Taken tells the feed that the watcher has written out every event it was
+// handed (its queue is empty), so that the fan-out can go on to the next
+// watchers. A watcher that does not call it only slows the fan-out down by
+// handoffWait per event batch.
+func (w *Watcher) Taken() {
+	if h := w.hand.Swap(nil); h != nil {
+		h.take()
+	}
 }
 
 // Events delivers the watcher's events in order; it is closed when the
@@ -189,6 +199,7 @@ func (f *Feed) endLocked(w *Watcher, r EndReason) {
 	w.reason.Store(int32(r))
 	delete(f.watchers, w)
 	close(w.ch)
+	w.Taken()
 }
 
 // Subscribe returns a watcher that receives every event after the event id
@@ -292,7 +303,7 @@ func (f *Feed) Run(ctx context.Context) {
 		f.healthy.Store(true)
 		backoff = f.cfg.RetryMin
 		if len(evs) > 0 {
-			f.publish(evs)
+			f.publish(ctx, evs)
 		}
 	}
 }
@@ -333,19 +344,49 @@ func (f *Feed) shutdown() {
 	}
 }
 
-// fanoutChunk is how many watchers publish hands an event batch to before it
-// yields the processor. Each woken watcher writes to its client (tens of
-// microseconds); handing a batch to ten thousand at once would queue every
-// other goroutine of the replica (a unary call, a lease renewal) behind all
-// of them, while handing it over in small chunks lets them interleave.
-const fanoutChunk = 8
+// fanoutChunk is how many watchers publish hands an event batch to at a
+// time. Each woken watcher writes to its client (tens of microseconds).
+// publish then waits until those watchers have taken their events (or
+// handoffWait has passed) before it hands the batch to the next chunk:
+//   - handing a batch to ten thousand watchers at once would queue every
+//     other goroutine of the replica (a unary call, a lease renewal) behind
+//     all of them;
+//   - yielding between chunks (runtime.Gosched) keeps the fan-out runnable
+//     on the global run queue, so the scheduler never runs out of work and
+//     never polls the network: a unary call's socket is then noticed only by
+//     the runtime's monitor, every 10 ms (docs/PERFORMANCE.md);
+//   - waiting for the chunk leaves the processors idle for a moment after
+//     each chunk, and an idle processor polls the network first.
+//
+// 64 was measured best of 16, 64 and 256 at 10,000 watchers: smaller chunks
+// cost CPU (a processor parks and is woken per chunk), larger ones bring the
+// unary calls' wait back.
+const fanoutChunk = 64
+
+// handoffWait bounds publish's wait for one chunk's watchers to take their
+// events: a watcher whose client stopped reading blocks in its write, and
+// must not hold up the others for long.
+const handoffWait = 2 * time.Millisecond
+
+// handoff counts the watchers of one chunk that have not taken their events
+// yet, plus one for publish itself until it has handed them all out.
+type handoff struct {
+	left atomic.Int32
+	done chan struct{}
+}
+
+func (h *handoff) take() {
+	if h.left.Add(-1) == 0 {
+		close(h.done)
+	}
+}
 
 // publish appends evs to the history and offers them to every watcher
 // without blocking: a watcher without room is ended as slow. Watchers are
-// served in chunks of fanoutChunk, yielding in between; a watcher that
-// subscribes meanwhile starts after evs (or replays them from the history),
-// one that leaves meanwhile is skipped.
-func (f *Feed) publish(evs []registry.Event) {
+// served in chunks of fanoutChunk, one chunk after another (see
+// fanoutChunk); a watcher that subscribes meanwhile starts after evs (or
+// replays them from the history), one that leaves meanwhile is skipped.
+func (f *Feed) publish(ctx context.Context, evs []registry.Event) {
 	f.events.Add(uint64(len(evs)))
 	items := make([]Item, len(evs))
 	ptrs := make([]*Item, len(evs))
@@ -368,25 +409,45 @@ func (f *Feed) publish(evs []registry.Event) {
 		targets = append(targets, w)
 	}
 	f.mu.Unlock()
+	var wait *time.Timer
 	for i := 0; i < len(targets); i += fanoutChunk {
-		if i > 0 {
-			runtime.Gosched()
-		}
+		h := &handoff{done: make(chan struct{})}
+		h.left.Store(1)
 		f.mu.Lock()
 		for _, w := range targets[i:min(i+fanoutChunk, len(targets))] {
-			f.offerLocked(w, ptrs)
+			if f.offerLocked(w, ptrs) {
+				h.left.Add(1)
+				if old := w.hand.Swap(h); old != nil {
+					old.take() // an earlier chunk's wait already gave up on it
+				}
+			}
 		}
 		f.mu.Unlock()
+		h.take()
+		if wait == nil {
+			wait = time.NewTimer(handoffWait)
+		} else {
+			wait.Reset(handoffWait)
+		}
+		select {
+		case <-h.done:
+		case <-wait.C:
+		case <-ctx.Done(): // shutting down: hand out the rest without waiting
+		}
+	}
+	if wait != nil {
+		wait.Stop()
 	}
 	clear(targets)
 	f.scratch = targets
 }
 
 // offerLocked queues evs for w, or ends it as slow when its buffer is full.
-func (f *Feed) offerLocked(w *Watcher, evs []*Item) {
+// It reports whether w got an event and is still subscribed.
+func (f *Feed) offerLocked(w *Watcher, evs []*Item) (queued bool) {
 	for _, e := range evs {
 		if w.ended {
-			return
+			return false
 		}
 		if w.skip != "" {
 			if CompareIDs(e.ID, w.skip) <= 0 {
@@ -396,11 +457,14 @@ func (f *Feed) offerLocked(w *Watcher, evs []*Item) {
 		}
 		select {
 		case w.ch <- e:
+			queued = true
 		default:
 			f.slow.Add(1)
 			f.endLocked(w, EndSlow)
+			return false
 		}
 	}
+	return queued && !w.ended
 }
 
 // Stats are the feed's counters since it started.

@@ -203,3 +203,63 @@ func TestCompareIDs(t *testing.T) {
 		}
 	}
 }
+
+func TestFanOutWaitsForAChunkToTakeItsEventsBeforeTheNext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New(memstore.Options{})
+		defer st.Close()
+		f := New(st, Config{})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go f.Run(ctx)
+		var ws []*Watcher
+		for range 3 * fanoutChunk {
+			w, err := f.Subscribe(ctx, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ws = append(ws, w)
+		}
+		handed := func() (n int) {
+			for _, w := range ws {
+				n += w.Pending()
+			}
+			return n
+		}
+		claim(t, st, "dev-1")
+		synctest.Wait()
+		if n := handed(); n != fanoutChunk {
+			t.Fatalf("%d watchers hold the event before any took it; want the first chunk of %d", n, fanoutChunk)
+		}
+		// The first chunk takes its events: the next chunk gets them at
+		// once, without waiting for handoffWait.
+		start := time.Now()
+		for _, w := range ws {
+			if w.Pending() > 0 {
+				<-w.Events()
+				w.Taken()
+			}
+		}
+		synctest.Wait()
+		if n := handed(); n != fanoutChunk || time.Since(start) != 0 {
+			t.Fatalf("after the first chunk took its events: %d hold it after %v; want the second chunk at once", n, time.Since(start))
+		}
+		// The second chunk never takes them: the third gets the event
+		// after handoffWait.
+		time.Sleep(handoffWait)
+		synctest.Wait()
+		if n := handed(); n != 2*fanoutChunk {
+			t.Fatalf("%d hold the event %v after a chunk that did not take it; want the third chunk too", n, handoffWait)
+		}
+		// A watcher that leaves counts as having taken its events.
+		claim(t, st, "dev-2")
+		synctest.Wait()
+		for _, w := range ws {
+			w.Close()
+		}
+		synctest.Wait()
+		if s := f.Stats(); s.Events != 2 || s.Watchers != 0 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
+}
