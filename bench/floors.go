@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,7 +23,8 @@ var (
 	floorsSat    = flag.Int("floors-saturate", 20000, "command rate asked in the saturated phase of the floors scenario (well above what 2 cores achieve)")
 	floorsServer = flag.String("floors-server-args", "", "extra tether-server flags for the floors scenario (space-separated), to compare a change in one run")
 
-	floorsVariants = flag.String("floors-variants", "", "more tether-server binaries to measure in the same run, as label=path,label=path (experiments: each gets a row in the variants table)")
+	floorsStorms   = flag.Int("floors-storms", 3, "connect storms per server in the floors scenario, each on a fresh server, floor and tether-server alternating; the storm rates are their medians")
+	floorsVariants = flag.String("floors-variants", "", "more tether-server builds or settings to measure in the same run, as label=path[ flag …],… (experiments: each gets a row in the variants table)")
 
 	floorMetrics = flag.String("floor-metrics", "", "internal: the floor server's metrics address")
 	floorPing    = flag.Duration("floor-ping", 0, "internal: the floor server's Ping interval (0: no Pings)")
@@ -28,7 +34,8 @@ var (
 type floorRun struct {
 	name                  string
 	held                  int
-	registered, visible   time.Duration
+	registered, visible   time.Duration // medians over the storm rounds (variants: the one storm that filled the server)
+	storms                []storm
 	rssPer                float64 // KB per session
 	heapPer, stackPer     float64 // KB per session: Go heap in use, goroutine stacks
 	cpuPerCycle           float64 // µs of server CPU per Ping/Pong cycle
@@ -56,29 +63,40 @@ func floors() {
 	logf("scenario floors: %d sessions, 10 s pings, on the naive grpc-go floor and on tether-server", n)
 	self, err := os.Executable()
 	must(err)
-	floorRes := floorsMeasure("floor", n, func() (string, string, string, *exec.Cmd) {
+	floorServer := func() (string, string, string, *exec.Cmd) {
 		addr, maddr := freePort(), freePort()
 		p := start(self, "-floor", addr, "-floor-metrics", maddr, "-floor-ping", "10s")
 		return addr, maddr, "floor_sessions", p
-	}, "floor_pongs_total", "")
+	}
 	var extra []string
 	if *floorsServer != "" {
 		extra = strings.Fields(*floorsServer)
 	}
-	tether := func(label, bin string) floorRun {
-		return floorsMeasure(label, n, func() (string, string, string, *exec.Cmd) {
-			rs := startReplicasBin(bin, 1, "", extra...)
+	tetherServer := func(bin string, args ...string) func() (string, string, string, *exec.Cmd) {
+		return func() (string, string, string, *exec.Cmd) {
+			rs := startReplicasBin(bin, 1, "", append(slices.Clone(extra), args...)...)
 			return rs[0].grpc, rs[0].metrics, "tether_sessions", rs[0].cmd
-		}, "tether_ping_rtt_seconds_count", "http")
+		}
 	}
+	tether := func(label, bin string, args ...string) floorRun {
+		return floorsMeasure(label, n, tetherServer(bin, args...), "tether_ping_rtt_seconds_count", "http")
+	}
+	floorRes := floorsMeasure("floor", n, floorServer, "floor_pongs_total", "")
 	ours := tether("tether", "tether-server")
+	// The storm rounds: fresh servers, alternating, so that a change in
+	// the shared machine's load between two storms hits both servers.
+	for i := 1; i <= *floorsStorms; i++ {
+		floorRes.storms = append(floorRes.storms, stormRound(fmt.Sprintf("floor-storm%d", i), n, floorServer, ""))
+		ours.storms = append(ours.storms, stormRound(fmt.Sprintf("tether-storm%d", i), n, tetherServer("tether-server"), "http"))
+	}
+	floorRes.settleStorms()
+	ours.settleStorms()
 	var variants []floorRun
 	for _, v := range strings.Split(*floorsVariants, ",") {
-		label, bin, ok := strings.Cut(v, "=")
-		if !ok {
-			continue
+		label, spec, ok := strings.Cut(v, "=")
+		if f := strings.Fields(spec); ok && len(f) > 0 {
+			variants = append(variants, tether(label, f[0], f[1:]...))
 		}
-		variants = append(variants, tether(label, bin))
 	}
 
 	fmt.Println("## Floors: tether-server against naive grpc-go servers doing the same work")
@@ -112,10 +130,35 @@ func floors() {
 		return float64(r.held) / d.Seconds()
 	}
 	fReg, tReg := rate(f, f.registered), rate(t, t.registered)
-	fmt.Printf("| connect storm: all registered | %.0f /s (%.1f s)%s | %.0f /s (%.1f s)%s | %.2f× | |\n", fReg, f.registered.Seconds(), la(f, "storm"), tReg, t.registered.Seconds(), la(t, "storm"), ratio(tReg, fReg))
+	rounds := func(r floorRun, visible bool) string {
+		var parts []string
+		for _, st := range r.storms {
+			d := st.registered
+			if visible {
+				d = st.visible
+			}
+			parts = append(parts, fmt.Sprintf("%.1f s", d.Seconds()))
+		}
+		return strings.Join(parts, ", ")
+	}
+	fmt.Printf("| connect storm: all registered (median of %d storms: %s / %s) | %.0f /s (%.1f s)%s | %.0f /s (%.1f s)%s | %.2f× | |\n",
+		len(t.storms), rounds(f, false), rounds(t, false), fReg, f.registered.Seconds(), la(f, "storm"), tReg, t.registered.Seconds(), la(t, "storm"), ratio(tReg, fReg))
 	tVis := rate(t, t.visible)
 	storm := ratio(tVis, fReg)
-	fmt.Printf("| connect storm: registered and visible (floor: no registry, so registered) | %.0f /s%s | %.0f /s (%.1f s)%s | %.2f× | ≥ 0.8× |\n", fReg, la(f, "storm"), tVis, t.visible.Seconds(), la(t, "storm"), storm)
+	fmt.Printf("| connect storm: registered and visible — an ONLINE event for every device on a watch opened before the storm (floor: no registry, so registered; tether storms: %s) | %.0f /s%s | %.0f /s (%.1f s)%s | %.2f× | ≥ 0.8× |\n",
+		rounds(t, true), fReg, la(f, "storm"), tVis, t.visible.Seconds(), la(t, "storm"), storm)
+	stormCPU := func(r floorRun) float64 {
+		var cs []float64
+		for _, st := range r.storms {
+			cs = append(cs, st.cpuPer)
+		}
+		slices.Sort(cs)
+		if len(cs) == 0 {
+			return 0
+		}
+		return cs[len(cs)/2]
+	}
+	fmt.Printf("| server CPU per session during the storm (median; includes the first Pings) | %.0f µs | %.0f µs | %.2f× | |\n", stormCPU(f), stormCPU(t), ratio(stormCPU(t), stormCPU(f)))
 	fmt.Printf("| command round trip, idle (100/s): p50 | %.2f ms%s | %.2f ms%s | %.2f× | |\n", f.idleP50, la(f, "idle"), t.idleP50, la(t, "idle"), ratio(t.idleP50, f.idleP50))
 	idle := ratio(t.idleP99, f.idleP99)
 	fmt.Printf("| command round trip, idle (100/s): p99 | %.2f ms | %.2f ms | %.2f× | ≤ 2× |\n", f.idleP99, t.idleP99, idle)
@@ -126,10 +169,10 @@ func floors() {
 	fmt.Println()
 	if len(variants) > 0 {
 		fmt.Printf("Other tether-server builds measured in the same run (`-floors-variants %s`), as ratios to the same floor:\n\n", *floorsVariants)
-		fmt.Println("| build | RSS per session | heap / stacks per session | CPU per cycle | storm, registered and visible | command p99 idle | saturated ok/s | load (1/5/15) at the RSS figure |")
+		fmt.Println("| build | RSS per session | heap / stacks per session | CPU per cycle | storm, registered (tether: median of the rounds; others: the one storm that filled it) | command p99 idle | saturated ok/s | load (1/5/15) at the RSS figure |")
 		fmt.Println("|---|---|---|---|---|---|---|---|")
 		for _, v := range append([]floorRun{t}, variants...) {
-			vis := rate(v, v.visible)
+			vis := rate(v, v.registered)
 			fmt.Printf("| %s | %.1f KB (%.2f×) | %.1f / %.1f KB | %.0f µs (%.2f×) | %.0f /s (%.2f×) | %.2f ms (%.2f×) | %.0f (%.2f×) | %s |\n", v.name,
 				v.rssPer, ratio(v.rssPer, f.rssPer), v.heapPer, v.stackPer, v.cpuPerCycle, ratio(v.cpuPerCycle, f.cpuPerCycle), vis, ratio(vis, fReg),
 				v.idleP99, ratio(v.idleP99, f.idleP99), v.satOK, ratio(v.satOK, f.satOK), v.load["rss"])
@@ -154,27 +197,12 @@ func floorsMeasure(name string, n int, startServer func() (addr, metrics, sessio
 	time.Sleep(300 * time.Millisecond)
 	base := rssBytes(p.Process.Pid)
 	heap0, stack0 := scrape(maddr, "go_memstats_heap_inuse_bytes"), scrape(maddr, "go_memstats_stack_inuse_bytes")
-	logf("floors/%s: connect storm of %d sessions", name, n)
-	begin := time.Now()
-	lgs, _ := loadgens(n, []string{addr}, "floors-"+name)
-	deadline := begin.Add(3 * time.Minute)
-	for int(scrape(maddr, sessMetric)) < n && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	r.registered = time.Since(begin)
-	r.load["storm"] = loadavg()
-	if apiKind == "http" {
-		// tether-server: visible as online through the JSON API. The http
-		// address is the replica's; find it from the process arguments.
-		httpAddr := argAfter(p, "--http")
-		for time.Now().Before(deadline) {
-			if c, err := countOnline(httpAddr); err == nil && c >= n {
-				r.visible = time.Since(begin)
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+	// This storm only fills the server: the storm figures come from the
+	// storm rounds (stormRound), so that no operator's watch or listing
+	// adds to this server's memory.
+	st := stormOn(name, n, addr, maddr, sessMetric, p, "")
+	r.registered = st.registered
+	r.load["storm"] = st.load
 	logf("floors/%s: registered in %v (visible %v); settling", name, r.registered, r.visible)
 	time.Sleep(15 * time.Second)
 	cpu0, pongs0 := cpuSeconds(p.Process.Pid), scrape(maddr, pongsMetric)
@@ -217,10 +245,152 @@ func floorsMeasure(name string, n int, startServer func() (addr, metrics, sessio
 	r.idleOK, r.idleP50, r.idleP99, _ = phase("idle", "--commands-rate", "100/s")
 	r.satOK, r.satP50, r.satP99, r.satErrs = phase("sat", "--commands-rate", strconv.Itoa(*floorsSat)+"/s", "--commands-concurrency", "256")
 	logf("floors/%s: commands idle p50 %.2f p99 %.2f ms; saturated %.0f ok/s", name, r.idleP50, r.idleP99, r.satOK)
-	for _, c := range lgs {
+	for _, c := range st.loadgens {
 		stopProc(c, 30*time.Second)
 	}
 	return r
+}
+
+// storm is one connect storm of n sessions against a fresh server.
+type storm struct {
+	registered time.Duration // until the server counted n sessions
+	visible    time.Duration // until an operator's watch had seen n ONLINE events (tether-server; 0 for the floor)
+	cpuPer     float64       // µs of server CPU per session during the storm
+	load       string
+	loadgens   []*exec.Cmd
+}
+
+// stormOn storms the running server p with n sessions from one load
+// generator process. For tether-server (apiKind "http") an operator's watch
+// (GET /v1/devices:watch on the replica's --http address, the fleet page's
+// feed) is open before the first dial, and the storm is visible when it has
+// delivered an ONLINE event for each of the n devices.
+func stormOn(name string, n int, addr, maddr, sessMetric string, p *exec.Cmd, apiKind string) storm {
+	logf("floors/%s: connect storm of %d sessions", name, n)
+	prefix := "floors-" + name
+	var seen *onlineWatch
+	if apiKind == "http" {
+		var err error
+		if seen, err = watchOnline(argAfter(p, "--http"), prefix+"-", n); err != nil {
+			logf("floors/%s: cannot open the watch: %v", name, err)
+		} else {
+			defer seen.close()
+		}
+	}
+	var st storm
+	cpu0 := cpuSeconds(p.Process.Pid)
+	begin := time.Now()
+	st.loadgens, _ = loadgens(n, []string{addr}, prefix)
+	deadline := begin.Add(3 * time.Minute)
+	for int(scrape(maddr, sessMetric)) < n && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	st.registered = time.Since(begin)
+	st.cpuPer = (cpuSeconds(p.Process.Pid) - cpu0) / float64(n) * 1e6
+	st.load = loadavg()
+	if seen != nil {
+		select {
+		case at := <-seen.all:
+			st.visible = at.Sub(begin)
+		case <-time.After(time.Until(deadline)):
+		}
+		if c, err := countOnline(argAfter(p, "--http")); err != nil || c < n {
+			logf("floors/%s: the listing shows %d of %d online (%v)", name, c, n, err)
+		}
+	}
+	logf("floors/%s: registered in %v (visible %v), %.0f µs of server CPU per session", name, st.registered, st.visible, st.cpuPer)
+	return st
+}
+
+// stormRound starts a fresh server, storms it and stops everything.
+func stormRound(name string, n int, startServer func() (addr, metrics, sessionsMetric string, p *exec.Cmd), apiKind string) storm {
+	defer stopAll()
+	addr, maddr, sessMetric, p := startServer()
+	waitListening(addr)
+	waitListening(maddr)
+	time.Sleep(300 * time.Millisecond)
+	return stormOn(name, n, addr, maddr, sessMetric, p, apiKind)
+}
+
+// settleStorms sets the storm durations to the medians of r.storms.
+func (r *floorRun) settleStorms() {
+	if len(r.storms) == 0 {
+		return
+	}
+	med := func(get func(storm) time.Duration) time.Duration {
+		var ds []time.Duration
+		for _, s := range r.storms {
+			ds = append(ds, get(s))
+		}
+		slices.Sort(ds)
+		if len(ds) == 0 {
+			return 0
+		}
+		return ds[len(ds)/2]
+	}
+	r.registered = med(func(s storm) time.Duration { return s.registered })
+	r.visible = med(func(s storm) time.Duration { return s.visible })
+	for _, s := range r.storms {
+		if s.registered == r.registered {
+			r.load["storm"] = s.load // the load average at the median storm
+		}
+	}
+}
+
+// onlineWatch counts the distinct devices (ids with a prefix) a watch has
+// seen come ONLINE.
+type onlineWatch struct {
+	all  chan time.Time // receives the arrival time of the n-th device
+	body io.Closer
+}
+
+func (w *onlineWatch) close() { _ = w.body.Close() }
+
+// watchOnline opens GET /v1/devices:watch on httpAddr and returns once its
+// first line (a heartbeat) has arrived.
+func watchOnline(httpAddr, prefix string, n int) (*onlineWatch, error) {
+	resp, err := http.Get("http://" + httpAddr + "/v1/devices:watch")
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("watch: %s", resp.Status)
+	}
+	r := bufio.NewReaderSize(resp.Body, 64<<10)
+	if _, err := r.ReadSlice('\n'); err != nil {
+		resp.Body.Close()
+		return nil, err
+	}
+	w := &onlineWatch{all: make(chan time.Time, 1), body: resp.Body}
+	go func() {
+		seen := make(map[string]struct{}, n)
+		for {
+			line, err := r.ReadSlice('\n')
+			if err != nil {
+				return
+			}
+			if !bytes.Contains(line, []byte(`"EVENT_TYPE_ONLINE"`)) {
+				continue
+			}
+			const key = `"deviceId":"`
+			i := bytes.Index(line, []byte(key))
+			if i < 0 {
+				continue
+			}
+			id, _, _ := bytes.Cut(line[i+len(key):], []byte(`"`))
+			if !bytes.HasPrefix(id, []byte(prefix)) {
+				continue
+			}
+			if _, ok := seen[string(id)]; !ok {
+				seen[string(id)] = struct{}{}
+				if len(seen) == n {
+					w.all <- time.Now()
+				}
+			}
+		}
+	}()
+	return w, nil
 }
 
 // argAfter returns the value following flag in p's arguments.
