@@ -115,6 +115,7 @@ type Feed struct {
 	scratch  []*Watcher // publish's list of watchers (owned by Run's goroutine)
 
 	reads, events, slow, resnapshots atomic.Uint64
+	handoffTimeouts                  atomic.Uint64
 	readErrors                       atomic.Uint64
 	healthy                          atomic.Bool
 }
@@ -415,11 +416,12 @@ func (f *Feed) publish(ctx context.Context, evs []registry.Event) {
 		h.left.Store(1)
 		f.mu.Lock()
 		for _, w := range targets[i:min(i+fanoutChunk, len(targets))] {
-			if f.offerLocked(w, ptrs) {
+			// A watcher still writing an earlier batch (an earlier wait gave
+			// up on it: its client is not reading) is not waited for again,
+			// so a stalled client costs the fan-out one handoffWait in all,
+			// not one per event; its buffer ends it as slow in time.
+			if f.offerLocked(w, ptrs) && w.hand.CompareAndSwap(nil, h) {
 				h.left.Add(1)
-				if old := w.hand.Swap(h); old != nil {
-					old.take() // an earlier chunk's wait already gave up on it
-				}
 			}
 		}
 		f.mu.Unlock()
@@ -432,6 +434,7 @@ func (f *Feed) publish(ctx context.Context, evs []registry.Event) {
 		select {
 		case <-h.done:
 		case <-wait.C:
+			f.handoffTimeouts.Add(1)
 		case <-ctx.Done(): // shutting down: hand out the rest without waiting
 		}
 	}
@@ -475,7 +478,11 @@ type Stats struct {
 	Slow        uint64 // watchers ended because their buffer was full
 	Resnapshots uint64 // times the feed lost its place and ended every watcher
 	ReadErrors  uint64
-	Healthy     bool // the last store read succeeded
+	// HandoffTimeouts counts the fan-out's waits for a chunk of watchers
+	// that ended at handoffWait (a watcher of the chunk did not write its
+	// events in time: its client is slow or stalled).
+	HandoffTimeouts uint64
+	Healthy         bool // the last store read succeeded
 }
 
 // Stats returns the feed's counters.
@@ -484,7 +491,7 @@ func (f *Feed) Stats() Stats {
 	n := len(f.watchers)
 	f.mu.Unlock()
 	return Stats{Watchers: n, Reads: f.reads.Load(), Events: f.events.Load(), Slow: f.slow.Load(),
-		Resnapshots: f.resnapshots.Load(), ReadErrors: f.readErrors.Load(), Healthy: f.healthy.Load()}
+		Resnapshots: f.resnapshots.Load(), ReadErrors: f.readErrors.Load(), HandoffTimeouts: f.handoffTimeouts.Load(), Healthy: f.healthy.Load()}
 }
 
 // CompareIDs orders event ids of the shape both stores issue ("<a>-<b>",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -251,10 +252,36 @@ func TestFanOutWaitsForAChunkToTakeItsEventsBeforeTheNext(t *testing.T) {
 		if n := handed(); n != 2*fanoutChunk {
 			t.Fatalf("%d hold the event %v after a chunk that did not take it; want the third chunk too", n, handoffWait)
 		}
-		// A watcher that leaves counts as having taken its events.
+		time.Sleep(handoffWait) // the third chunk does not take them either
+		synctest.Wait()
+		if s := f.Stats(); s.HandoffTimeouts != 2 {
+			t.Fatalf("handoff timeouts = %d; want 2 (the second and third chunks)", s.HandoffTimeouts)
+		}
+		// The next event: the first chunk's watchers are live now, the two
+		// stalled chunks are not waited for again, so the whole fan-out
+		// takes no time.
+		var live atomic.Int32
+		for _, w := range ws {
+			if w.Pending() == 0 {
+				go func() {
+					for range w.Events() {
+						live.Add(1)
+						w.Taken()
+					}
+				}()
+			}
+		}
+		start = time.Now()
 		claim(t, st, "dev-2")
 		synctest.Wait()
+		if got := live.Load(); got != fanoutChunk || time.Since(start) != 0 || f.Stats().HandoffTimeouts != 2 {
+			t.Fatalf("second event: %d live watchers got it after %v, %d handoff timeouts; want %d at once, still 2",
+				got, time.Since(start), f.Stats().HandoffTimeouts, fanoutChunk)
+		}
 		for _, w := range ws {
+			if w.Pending() != 0 && w.Pending() != 2 {
+				t.Fatalf("a stalled watcher holds %d events; want both", w.Pending())
+			}
 			w.Close()
 		}
 		synctest.Wait()
