@@ -416,12 +416,19 @@ func (f *Feed) publish(ctx context.Context, evs []registry.Event) {
 		h.left.Store(1)
 		f.mu.Lock()
 		for _, w := range targets[i:min(i+fanoutChunk, len(targets))] {
-			// A watcher still writing an earlier batch (an earlier wait gave
-			// up on it: its client is not reading) is not waited for again,
-			// so a stalled client costs the fan-out one handoffWait in all,
-			// not one per event; its buffer ends it as slow in time.
-			if f.offerLocked(w, ptrs) && w.hand.CompareAndSwap(nil, h) {
-				h.left.Add(1)
+			// The hand-off is set before the events are queued, so that a
+			// watcher that writes them at once finds it. A watcher still
+			// writing an earlier batch (an earlier wait gave up on it: its
+			// client is not reading) is not waited for again, so a stalled
+			// client costs the fan-out one handoffWait in all, not one per
+			// event; its buffer ends it as slow in time.
+			h.left.Add(1)
+			mine := w.hand.CompareAndSwap(nil, h)
+			if !mine {
+				h.left.Add(-1) // never the last: publish holds one
+			}
+			if !f.offerLocked(w, ptrs) && mine && w.hand.CompareAndSwap(h, nil) {
+				h.take() // nothing was queued for it: do not wait
 			}
 		}
 		f.mu.Unlock()
