@@ -165,8 +165,8 @@ type Watcher struct {
 
 // Taken tells the feed that the watcher has written out every event it was
 // handed (its queue is empty), so that the fan-out can go on to the next
-// watchers. A watcher that does not call it only slows the fan-out down by
-// handoffWait per event batch.
+// watchers. A watcher that does not call it costs the fan-out handoffWait
+// once: it is not waited for again until it does.
 func (w *Watcher) Taken() {
 	if h := w.hand.Swap(nil); h != nil {
 		h.take()
