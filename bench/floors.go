@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"flag"
 	"fmt"
 	"io"
@@ -144,20 +145,10 @@ func floors() {
 	fmt.Printf("| connect storm: all registered (median of %d storms: %s / %s) | %.0f /s (%.1f s)%s | %.0f /s (%.1f s)%s | %.2f× | |\n",
 		len(t.storms), rounds(f, false), rounds(t, false), fReg, f.registered.Seconds(), la(f, "storm"), tReg, t.registered.Seconds(), la(t, "storm"), ratio(tReg, fReg))
 	tVis := rate(t, t.visible)
-	storm := ratio(tVis, fReg)
+	stormRatio := ratio(tVis, fReg)
 	fmt.Printf("| connect storm: registered and visible — an ONLINE event for every device on a watch opened before the storm (floor: no registry, so registered; tether storms: %s) | %.0f /s%s | %.0f /s (%.1f s)%s | %.2f× | ≥ 0.8× |\n",
-		rounds(t, true), fReg, la(f, "storm"), tVis, t.visible.Seconds(), la(t, "storm"), storm)
-	stormCPU := func(r floorRun) float64 {
-		var cs []float64
-		for _, st := range r.storms {
-			cs = append(cs, st.cpuPer)
-		}
-		slices.Sort(cs)
-		if len(cs) == 0 {
-			return 0
-		}
-		return cs[len(cs)/2]
-	}
+		rounds(t, true), fReg, la(f, "storm"), tVis, t.visible.Seconds(), la(t, "storm"), stormRatio)
+	stormCPU := func(r floorRun) float64 { return stormMedian(r.storms, func(s storm) float64 { return s.cpuPer }) }
 	fmt.Printf("| server CPU per session during the storm (median; includes the first Pings) | %.0f µs | %.0f µs | %.2f× | |\n", stormCPU(f), stormCPU(t), ratio(stormCPU(t), stormCPU(f)))
 	fmt.Printf("| command round trip, idle (100/s): p50 | %.2f ms%s | %.2f ms%s | %.2f× | |\n", f.idleP50, la(f, "idle"), t.idleP50, la(t, "idle"), ratio(t.idleP50, f.idleP50))
 	idle := ratio(t.idleP99, f.idleP99)
@@ -181,7 +172,7 @@ func floors() {
 	}
 	addTarget("RSS per session / pinging floor", "≤ 1.15×", fmt.Sprintf("%.2f×", rss), rss > 0 && rss <= 1.15)
 	addTarget("CPU per Ping/Pong cycle / pinging floor", "≤ 1.2×", fmt.Sprintf("%.2f×", cpu), cpu > 0 && cpu <= 1.2)
-	addTarget("connect storm (registered and visible) / connect floor", "≥ 0.8×", fmt.Sprintf("%.2f×", storm), storm >= 0.8)
+	addTarget("connect storm (registered and visible) / connect floor", "≥ 0.8×", fmt.Sprintf("%.2f×", stormRatio), stormRatio >= 0.8)
 	addTarget("command p99 idle / command floor", "≤ 2×", fmt.Sprintf("%.2f×", idle), idle > 0 && idle <= 2)
 	addTarget("command throughput at saturation / command floor", "≥ 0.7×", fmt.Sprintf("%.2f×", sat), sat >= 0.7)
 }
@@ -191,10 +182,7 @@ func floors() {
 func floorsMeasure(name string, n int, startServer func() (addr, metrics, sessionsMetric string, p *exec.Cmd), pongsMetric, apiKind string) floorRun {
 	defer stopAll()
 	r := floorRun{name: name, load: map[string]string{}}
-	addr, maddr, sessMetric, p := startServer()
-	waitListening(addr)
-	waitListening(maddr)
-	time.Sleep(300 * time.Millisecond)
+	addr, maddr, sessMetric, p := startListening(startServer)
 	base := rssBytes(p.Process.Pid)
 	heap0, stack0 := scrape(maddr, "go_memstats_heap_inuse_bytes"), scrape(maddr, "go_memstats_stack_inuse_bytes")
 	// This storm only fills the server: the storm figures come from the
@@ -203,7 +191,7 @@ func floorsMeasure(name string, n int, startServer func() (addr, metrics, sessio
 	st := stormOn(name, n, addr, maddr, sessMetric, p, "")
 	r.registered = st.registered
 	r.load["storm"] = st.load
-	logf("floors/%s: registered in %v (visible %v); settling", name, r.registered, r.visible)
+	logf("floors/%s: settling", name)
 	time.Sleep(15 * time.Second)
 	cpu0, pongs0 := cpuSeconds(p.Process.Pid), scrape(maddr, pongsMetric)
 	time.Sleep(*floorsWindow)
@@ -305,11 +293,18 @@ func stormOn(name string, n int, addr, maddr, sessMetric string, p *exec.Cmd, ap
 // stormRound starts a fresh server, storms it and stops everything.
 func stormRound(name string, n int, startServer func() (addr, metrics, sessionsMetric string, p *exec.Cmd), apiKind string) storm {
 	defer stopAll()
-	addr, maddr, sessMetric, p := startServer()
-	waitListening(addr)
-	waitListening(maddr)
-	time.Sleep(300 * time.Millisecond)
+	addr, maddr, sessMetric, p := startListening(startServer)
 	return stormOn(name, n, addr, maddr, sessMetric, p, apiKind)
+}
+
+// startListening starts a server and returns once its gRPC and metrics
+// addresses accept connections.
+func startListening(startServer func() (addr, metrics, sessionsMetric string, p *exec.Cmd)) (addr, metrics, sessionsMetric string, p *exec.Cmd) {
+	addr, metrics, sessionsMetric, p = startServer()
+	waitListening(addr)
+	waitListening(metrics)
+	time.Sleep(300 * time.Millisecond)
+	return addr, metrics, sessionsMetric, p
 }
 
 // settleStorms sets the storm durations to the medians of r.storms.
@@ -317,24 +312,28 @@ func (r *floorRun) settleStorms() {
 	if len(r.storms) == 0 {
 		return
 	}
-	med := func(get func(storm) time.Duration) time.Duration {
-		var ds []time.Duration
-		for _, s := range r.storms {
-			ds = append(ds, get(s))
-		}
-		slices.Sort(ds)
-		if len(ds) == 0 {
-			return 0
-		}
-		return ds[len(ds)/2]
-	}
-	r.registered = med(func(s storm) time.Duration { return s.registered })
-	r.visible = med(func(s storm) time.Duration { return s.visible })
+	r.registered = stormMedian(r.storms, func(s storm) time.Duration { return s.registered })
+	r.visible = stormMedian(r.storms, func(s storm) time.Duration { return s.visible })
 	for _, s := range r.storms {
 		if s.registered == r.registered {
 			r.load["storm"] = s.load // the load average at the median storm
 		}
 	}
+}
+
+// stormMedian is the median (the upper one of an even count) of one figure
+// of storms; zero without storms.
+func stormMedian[T cmp.Ordered](storms []storm, get func(storm) T) T {
+	var xs []T
+	for _, s := range storms {
+		xs = append(xs, get(s))
+	}
+	if len(xs) == 0 {
+		var zero T
+		return zero
+	}
+	slices.Sort(xs)
+	return xs[len(xs)/2]
 }
 
 // onlineWatch counts the distinct devices (ids with a prefix) a watch has
