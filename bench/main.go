@@ -90,6 +90,10 @@ func main() {
 		runFloor(*floorAddr, *floorMetrics, *floorPing)
 		return
 	}
+	if *watchFloorAt != "" && *watchFloorRaw {
+		runWatchFloorRaw(*watchFloorAt)
+		return
+	}
 	if *watchFloorAt != "" {
 		runWatchFloor(*watchFloorAt)
 		return

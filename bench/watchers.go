@@ -269,10 +269,13 @@ func watchers() {
 	slow := scrape(r.metrics, "tether_feed_slow_watchers_total")
 	refused := scrape(r.metrics, "tether_watch_refused_total")
 	poolWaits := scrapeLabeled(r.metrics, "tether_redis_pool_waits_total", `pool="lease"`)
+	directs, joins := scrape(r.metrics, "tether_feed_direct_writes_total"), scrape(r.metrics, "tether_feed_joins_total")
 	stopProc(r.cmd, 30*time.Second) // the floor below runs alone
 
 	logf("phase 3: the watch floor, %d watchers", n)
-	fl := watchFloorPhase(n, k, *watchChurn, *watchWindow)
+	fl := watchFloorPhase(n, k, *watchChurn, *watchWindow, false)
+	logf("phase 4: the raw watch floor, %d watchers", n)
+	raw := watchFloorPhase(n, k, *watchChurn, *watchWindow, true)
 
 	p50, p99 := pctMS(all.Latencies, 50), pctMS(all.Latencies, 99)
 	g0, g1 := pctDur(alone, 99), pctDur(watched, 99)
@@ -313,20 +316,21 @@ func watchers() {
 		}
 		return fmt.Sprintf("%.2f×", a/b)
 	}
-	fmt.Printf("### The same watchers against the watch floor (same run)\n\n")
-	fmt.Printf("The floor (`bench/watchfloor.go`) is the watch stream written the obvious way with net/http and nothing else: a handler goroutine per watcher with a buffered channel, events stamped and handed to every channel under one lock, a preformatted line of the same shape and size as tether-server's; no registry, gRPC, authentication or encoding. The same %d client processes open %d watches on it, and it publishes two events every %v (the churn's rate) for %v.\n\n",
+	fmt.Printf("### The same watchers against two watch floors (same run)\n\n")
+	fmt.Printf("The naive floor (`bench/watchfloor.go`) is the watch stream written the obvious way with net/http and nothing else: a handler goroutine per watcher with a buffered channel, events stamped and handed to every channel under one lock, a preformatted line of the same shape and size as tether-server's; no registry, gRPC, authentication or encoding. The raw floor (`bench/watchfloor_raw_linux.go`) is what is left when the server does nothing but the writes: no net/http after the response headers, no goroutine per watcher, each event's chunk written to every socket with one write(2) from one loop per processor. The same %d client processes open %d watches on each, and each publishes two events every %v (the churn's rate) for %v, one after the other (tether-server's churn writes an ONLINE and, a moment later, an OFFLINE event).\n\n",
 		k, n, time.Duration(float64(time.Second)/max(*watchChurn, 0.01)), *watchWindow)
-	fmt.Println("| measure | naive floor | tether-server | ratio tether / floor |")
-	fmt.Println("|---|---|---|---|")
-	fmt.Printf("| watchers open | %.0f | %.0f | |\n", fl.opened, opened)
-	fmt.Printf("| events delivered, all watchers | %d (%d published) | %d | |\n", fl.rep.Events, fl.events, all.Events)
-	fmt.Printf("| delivery latency p50 | %v | %v | %s |\n", fl.p50, p50, ratio(float64(p50), float64(fl.p50)))
-	fmt.Printf("| delivery latency p99 | %v | %v | %s |\n", fl.p99, p99, ratio(float64(p99), float64(fl.p99)))
-	fmt.Printf("| server CPU per delivery (CPU in the window / events delivered) | %s | %s | %s |\n", perDelivery(fl.cpu, fl.rep.Events), perDelivery(cpu, all.Events),
+	fmt.Println("| measure | raw floor | naive floor | tether-server | tether / naive floor |")
+	fmt.Println("|---|---|---|---|---|")
+	fmt.Printf("| watchers open | %.0f | %.0f | %.0f | |\n", raw.opened, fl.opened, opened)
+	fmt.Printf("| events delivered, all watchers | %d (%d published) | %d (%d published) | %d | |\n", raw.rep.Events, raw.events, fl.rep.Events, fl.events, all.Events)
+	fmt.Printf("| delivery latency p50 | %v | %v | %v | %s |\n", raw.p50, fl.p50, p50, ratio(float64(p50), float64(fl.p50)))
+	fmt.Printf("| delivery latency p99 | %v | %v | %v | %s |\n", raw.p99, fl.p99, p99, ratio(float64(p99), float64(fl.p99)))
+	fmt.Printf("| server CPU per delivery (CPU in the window / events delivered) | %s | %s | %s | %s |\n", perDelivery(raw.cpu, raw.rep.Events), perDelivery(fl.cpu, fl.rep.Events), perDelivery(cpu, all.Events),
 		ratio(cpu/float64(max(all.Events, 1)), fl.cpu/float64(max(fl.rep.Events, 1))))
-	fmt.Printf("| client processes' CPU per delivery | %s | %s | |\n", perDelivery(fl.clientCPU, fl.rep.Events), perDelivery(ccpu, all.Events))
+	fmt.Printf("| client processes' CPU per delivery | %s | %s | %s | |\n", perDelivery(raw.clientCPU, raw.rep.Events), perDelivery(fl.clientCPU, fl.rep.Events), perDelivery(ccpu, all.Events))
+	fmt.Printf("| direct writes / joined fan-outs (replica's `tether_feed_direct_writes_total`, `tether_feed_joins_total`) | | | %.0f / %.0f | |\n", directs, joins)
 	fmt.Println()
-	addTarget("event delivery p99 / watch floor's (same run)", "(no target: context)", fmt.Sprintf("%v vs %v (%s)", p99, fl.p99, ratio(float64(p99), float64(fl.p99))), true)
+	addTarget("event delivery p99 / watch floors' (same run)", "(no target: context)", fmt.Sprintf("%v vs naive %v (%s), raw %v", p99, fl.p99, ratio(float64(p99), float64(fl.p99)), raw.p99), true)
 }
 
 // watcherFleet is the watch client processes of one measured server.

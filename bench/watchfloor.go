@@ -12,7 +12,10 @@ import (
 	"time"
 )
 
-var watchFloorAt = flag.String("watch-floor", "", "internal: serve the naive watch floor on this address")
+var (
+	watchFloorAt  = flag.String("watch-floor", "", "internal: serve the naive watch floor on this address")
+	watchFloorRaw = flag.Bool("watch-floor-raw", false, "internal: serve the raw watch floor (with -watch-floor)")
+)
 
 // floorLine is an event line of the same shape and size as tether-server's
 // (one {"result":{"event":…}} line of the JSON gateway's watch stream).
@@ -95,11 +98,11 @@ type watchFloorRun struct {
 // watchFloorPhase runs the floor with the same watch clients and the same
 // event rate (rate sessions/s, two events each, as the churn makes) for
 // window.
-func watchFloorPhase(n, k int, rate float64, window time.Duration) watchFloorRun {
+func watchFloorPhase(n, k int, rate float64, window time.Duration, raw bool) watchFloorRun {
 	self, err := os.Executable()
 	must(err)
 	addr := freePort()
-	p := start(self, "-watch-floor", addr)
+	p := start(self, "-watch-floor", addr, "-watch-floor-raw="+strconv.FormatBool(raw))
 	defer stopProc(p, 10*time.Second)
 	waitListening(addr)
 	base := "http://" + addr

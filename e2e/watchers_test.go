@@ -243,8 +243,9 @@ func TestManyWatchersShareOneRedisReader(t *testing.T) {
 	}
 	s = mustScrape(t, metrics)
 	renewMissed := s.value("tether_store_errors_total", "op", "renew")
-	t.Logf("%d watchers, %d events each: delivery p50 %v p99 %v; GET p99 without watchers %v, with watchers %v; Redis connections %d (xread %d); feed reads %v; renewals missed %v",
-		watchers, len(ref), percentile(lat, 50), percentile(lat, 99), percentile(idle, 99), percentile(busy, 99), conns, xreads, s.value("tether_feed_reads_total"), renewMissed)
+	t.Logf("%d watchers, %d events each: delivery p50 %v p99 %v; GET p99 without watchers %v, with watchers %v; Redis connections %d (xread %d); feed reads %v, direct writes %v, joins %v; renewals missed %v",
+		watchers, len(ref), percentile(lat, 50), percentile(lat, 99), percentile(idle, 99), percentile(busy, 99), conns, xreads, s.value("tether_feed_reads_total"),
+		s.value("tether_feed_direct_writes_total"), s.value("tether_feed_joins_total"), renewMissed)
 	if xreads > 1 {
 		t.Errorf("%d connections were in XREAD at once; want the event feed's one", xreads)
 	}
@@ -256,6 +257,11 @@ func TestManyWatchersShareOneRedisReader(t *testing.T) {
 	}
 	if slow := s.value("tether_feed_slow_watchers_total"); slow != 0 {
 		t.Errorf("%v watchers were ended as slow", slow)
+	}
+	// The watchers are HTTP/1.1 over plain TCP: the fan-out writes their
+	// events itself (each got every event above, in order).
+	if d := s.value("tether_feed_direct_writes_total"); d == 0 {
+		t.Error("no event was written by the fan-out directly (tether_feed_direct_writes_total 0)")
 	}
 	// Latencies are reported above, not asserted: wall-time bounds on a
 	// shared CI machine are flaky (a clean-clone CI run once saw GET p99

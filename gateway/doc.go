@@ -10,7 +10,10 @@
 // Serve and Run follow net/http: they serve until the context ends, then
 // drain. NewHandler wraps a connection the caller owns and returns just the
 // http.Handler (used by tether-server --http to serve the same routes
-// in-process).
+// in-process). In-process, Config.LocalWatch serves the watch route from the
+// server's event feed without a gRPC stream, and an HTTP/1.1 watch's
+// connection is taken over after its first line so that the feed can write
+// events to it directly (localwatch.go).
 //
 // The package must not hold fleet state or business rules: every answer comes
 // from a Tether server, and every error is the server's gRPC status mapped to

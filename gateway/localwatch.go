@@ -1,9 +1,15 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
@@ -24,18 +30,39 @@ import (
 // nil for a message of this watcher alone, and for a message shared by every
 // watcher cache(encode) returns encode's result computed once for all of
 // them; more says that further messages are already queued.
+//
+// write, when not nil, may be called by the implementation from another
+// goroutine (the replica's event feed) with the lines of further events
+// (encode's results): it writes them to the client without blocking and
+// returns false when it cannot take them now, so the implementation hands
+// them to send instead. The gateway passes it for an HTTP/1.1 watch over a
+// plain TCP connection, which it takes over (http.Hijacker) after the first
+// message: a fan-out to thousands of watchers then costs one write(2) per
+// watcher and no goroutine wake-up (docs/PERFORMANCE.md).
 type LocalWatch = func(ctx context.Context, md metadata.MD, req *tetherv1.WatchDevicesRequest,
-	send func(resp *tetherv1.WatchDevicesResponse, cache func(encode func() []byte) []byte, more bool) error) error
+	send func(resp *tetherv1.WatchDevicesResponse, cache func(encode func() []byte) []byte, more bool) error,
+	encode func(resp *tetherv1.WatchDevicesResponse) []byte, write func(lines [][]byte) bool) error
 
 // watchPath is the HTTP route of WatchDevices (device_service.proto).
 const watchPath = "/v1/devices:watch"
+
+// endWriteTimeout bounds the last writes of a taken-over watch connection
+// (its error line and last chunk) when the client has stopped reading.
+const endWriteTimeout = 5 * time.Second
+
+// maxClientBytes is how much a client may send on a taken-over watch
+// connection after its request before the watch is ended: an HTTP/1.1 client
+// sends nothing while it reads a response.
+const maxClientBytes = 4 << 10
 
 // serveLocalWatch is the watch route when Config.LocalWatch is set. Its
 // responses are byte-for-byte those of the generated grpc-gateway handler
 // (runtime.ForwardResponseStream: one {"result":…} line per message, an
 // {"error":…} line at the end, the same status codes), but each event of the
 // server's feed is encoded to JSON once for every watcher of the process, and
-// a watcher with more events queued writes them before it flushes.
+// a watcher with more events queued writes them before it flushes. An
+// HTTP/1.1 watch over plain TCP is answered with "Connection: close" and
+// taken over after its first message (see LocalWatch's write).
 func (g *Gateway) serveLocalWatch(mux *runtime.ServeMux) runtime.HandlerFunc {
 	return func(w http.ResponseWriter, req *http.Request, _ map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
@@ -59,9 +86,16 @@ func (g *Gateway) serveLocalWatch(mux *runtime.ServeMux) runtime.HandlerFunc {
 			_, _ = io.Copy(io.Discard, req.Body)
 		}
 		md, _ := metadata.FromOutgoingContext(actx)
-		out := &watchWriter{w: w, rc: http.NewResponseController(w), marshaler: marshaler}
+		out := &watchWriter{w: w, rc: http.NewResponseController(w), marshaler: marshaler, cancel: cancel}
 		w.Header().Set("Transfer-Encoding", "chunked")
-		err = g.cfg.LocalWatch(actx, md, &in, out.send)
+		var write func([][]byte) bool
+		if req.ProtoMajor == 1 && req.TLS == nil {
+			out.takeOver = true
+			w.Header().Set("Connection", "close")
+			write = out.write
+		}
+		defer out.end()
+		err = g.cfg.LocalWatch(actx, md, &in, out.send, out.line, write)
 		if err == nil || out.failed {
 			return // the stream ended (io.EOF), or the client is gone
 		}
@@ -75,17 +109,29 @@ func (g *Gateway) serveLocalWatch(mux *runtime.ServeMux) runtime.HandlerFunc {
 		if err != nil {
 			return
 		}
-		_, _ = w.Write(append(buf, '\n'))
+		out.last = append(buf, '\n')
 	}
 }
 
-// watchWriter writes the messages of one local watch.
+// watchWriter writes the messages of one local watch: through the
+// ResponseWriter until the first message is out, then, for an HTTP/1.1 watch
+// over plain TCP, as chunks on the taken-over connection, from the watch's
+// goroutine (send) and from the replica's event feed (write).
 type watchWriter struct {
 	w         http.ResponseWriter
 	rc        *http.ResponseController
 	marshaler runtime.Marshaler
-	wrote     bool // a message was written (the status line is sent)
-	failed    bool // a write failed: the client is gone
+	cancel    context.CancelFunc // ends the watch (the client is gone)
+	takeOver  bool               // take the connection over after the first message
+	wrote     bool               // a message was written (the status line is sent)
+	failed    bool               // a write of send failed: the client is gone
+	last      []byte             // the error line to end the stream with
+
+	mu   sync.Mutex      // serializes writes to conn: send, write and end
+	conn net.Conn        // the taken-over connection (nil before), set under mu
+	raw  syscall.RawConn // conn's socket (nil: conn is not one), set under mu
+	out  []byte          // the chunk being assembled, under mu
+	gone bool            // a write to conn failed, under mu
 }
 
 func (o *watchWriter) line(resp *tetherv1.WatchDevicesResponse) []byte {
@@ -106,6 +152,9 @@ func (o *watchWriter) send(resp *tetherv1.WatchDevicesResponse, cache func(func(
 	if line == nil {
 		return status.Error(codes.Internal, "watch devices: cannot encode an event")
 	}
+	if o.conn != nil { // only send sets it
+		return o.sendChunk(line, more)
+	}
 	if !o.wrote {
 		if sct, ok := o.marshaler.(runtime.StreamContentType); ok {
 			o.w.Header().Set("Content-Type", sct.StreamContentType(resp))
@@ -125,5 +174,148 @@ func (o *watchWriter) send(resp *tetherv1.WatchDevicesResponse, cache func(func(
 		o.failed = true
 		return status.Errorf(codes.Canceled, "watch devices: client gone: %v", err)
 	}
+	if o.takeOver {
+		o.takeOver = false
+		o.hijack()
+	}
 	return nil
+}
+
+// hijack takes the connection over once the response's headers and first
+// chunk are out (they were flushed). If it cannot, the watch goes on through
+// the ResponseWriter.
+func (o *watchWriter) hijack() {
+	conn, _, err := o.rc.Hijack()
+	if err != nil {
+		return
+	}
+	o.mu.Lock()
+	o.conn = conn
+	if sc, ok := conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			o.raw = raw
+		}
+	}
+	o.mu.Unlock()
+	// The server no longer reads the connection, so nothing else would
+	// notice that the client has gone: read until it closes.
+	go func() {
+		_, _ = io.Copy(io.Discard, io.LimitReader(conn, maxClientBytes))
+		o.cancel()
+	}()
+}
+
+// chunk appends one HTTP/1.1 chunk of data to b.
+func chunk(b []byte, data ...[]byte) []byte {
+	n := 0
+	for _, d := range data {
+		n += len(d)
+	}
+	b = strconv.AppendInt(b, int64(n), 16)
+	b = append(b, "\r\n"...)
+	for _, d := range data {
+		b = append(b, d...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// sendChunk is send on the taken-over connection: the lines of consecutive
+// messages (more) go out as one chunk, with a blocking write.
+func (o *watchWriter) sendChunk(line []byte, more bool) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.out = append(o.out, line...)
+	if more {
+		return nil
+	}
+	data := o.out
+	o.out = chunk(nil, data)
+	_, err := o.conn.Write(o.out)
+	o.out = o.out[:0]
+	if err != nil || o.gone {
+		o.gone, o.failed = true, true
+		return status.Errorf(codes.Canceled, "watch devices: client gone: %v", err)
+	}
+	return nil
+}
+
+// write is the feed's direct write (LocalWatch): the lines as one chunk, in
+// one non-blocking write(2). A chunk the socket takes only part of is
+// finished by a goroutine that holds the lock until it is out, so events stay
+// in order and the feed's fan-out never waits for a client.
+func (o *watchWriter) write(lines [][]byte) bool {
+	if !o.mu.TryLock() {
+		return false // send or a write's remainder is writing: queue
+	}
+	if o.gone {
+		o.mu.Unlock()
+		return true // nobody to write to: drop
+	}
+	if o.raw == nil || len(o.out) > 0 {
+		o.mu.Unlock()
+		return false // not taken over (yet), or send is assembling a chunk
+	}
+	b := chunk(o.out, lines...)
+	n, werr := 0, error(nil)
+	if err := o.raw.Write(func(fd uintptr) bool {
+		for {
+			n, werr = syscall.Write(int(fd), b)
+			if werr != syscall.EINTR {
+				return true // never wait for the socket: that is the remainder's job
+			}
+		}
+	}); err != nil {
+		werr = err
+	}
+	if werr == syscall.EAGAIN {
+		n, werr = 0, nil
+	}
+	if werr != nil {
+		o.gone = true
+		o.out = b[:0]
+		o.mu.Unlock()
+		o.cancel()
+		return true
+	}
+	if n == len(b) {
+		o.out = b[:0]
+		o.mu.Unlock()
+		return true
+	}
+	rest := bytes.Clone(b[n:])
+	o.out = b[:0]
+	go func() {
+		defer o.mu.Unlock()
+		if _, err := o.conn.Write(rest); err != nil {
+			o.gone = true
+			o.cancel()
+		}
+	}()
+	return true
+}
+
+// end finishes a taken-over connection: the error line if any, the last
+// chunk, and close. Writes that a client which stopped reading holds up fail
+// after endWriteTimeout.
+func (o *watchWriter) end() {
+	conn := o.conn // set by send, on this goroutine; the lock may be held by a stalled write
+	if conn == nil {
+		if o.last != nil && !o.failed {
+			_, _ = o.w.Write(o.last)
+		}
+		return
+	}
+	_ = conn.SetWriteDeadline(time.Now().Add(endWriteTimeout))
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.gone {
+		var b []byte
+		if len(o.out) > 0 || o.last != nil {
+			b = chunk(b, o.out, o.last)
+		}
+		b = append(b, "0\r\n\r\n"...)
+		_, _ = conn.Write(b)
+	}
+	o.gone = true
+	_ = conn.Close()
 }

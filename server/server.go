@@ -308,14 +308,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 // (deviceapi.LocalSend). Authorization, limits and errors are those of the
 // gRPC call; each event of the replica's feed is encoded once for all such
 // watchers instead of once per watcher.
-type LocalWatch = func(ctx context.Context, md metadata.MD, req *tetherv1.WatchDevicesRequest, send deviceapi.LocalSend) error
+type LocalWatch = func(ctx context.Context, md metadata.MD, req *tetherv1.WatchDevicesRequest, send deviceapi.LocalSend,
+	encode deviceapi.LocalEncode, write deviceapi.LocalWrite) error
 
-func (s *Server) localWatch(ctx context.Context, md metadata.MD, req *tetherv1.WatchDevicesRequest, send deviceapi.LocalSend) error {
+func (s *Server) localWatch(ctx context.Context, md metadata.MD, req *tetherv1.WatchDevicesRequest, send deviceapi.LocalSend,
+	encode deviceapi.LocalEncode, write deviceapi.LocalWrite) error {
 	ctx, err := s.sec.policy.AuthorizeStream(metadata.NewIncomingContext(ctx, md), tetherv1.DeviceService_WatchDevices_FullMethodName)
 	if err != nil {
 		return err
 	}
-	return s.api.WatchLocal(ctx, req, send)
+	return s.api.WatchLocal(ctx, req, send, encode, write)
 }
 
 // Addr is the gRPC listen address.

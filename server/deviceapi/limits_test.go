@@ -3,6 +3,7 @@ package deviceapi_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -131,25 +132,33 @@ func TestManyWatchersShareTheEventFeed(t *testing.T) {
 }
 
 // TestLocalWatchersEncodeEachEventOnce: WatchLocal (the in-process gateway's
-// path) hands every watcher the same message for an event of the feed, and
-// its cache runs the encoder once for all of them; messages of one watcher
-// alone (the first heartbeat) come without a cache.
+// path) hands every watcher the same line for an event of the feed, encoded
+// once for all of them, whether the watcher's goroutine writes it (send's
+// cache) or the feed's fan-out does (write; one that refuses falls back to
+// send); messages of one watcher alone (the first heartbeat) come without a
+// cache.
 func TestLocalWatchersEncodeEachEventOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFixture(t, session.Config{})
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
-		const n = 50
-		var encodes atomic.Int64
+		const n = 60
+		var encodes, directs atomic.Int64
 		var wg sync.WaitGroup
-		got := make(chan *tetherv1.WatchDevicesResponse, n)
-		for range n {
+		got := make(chan []byte, n)
+		encode := func(resp *tetherv1.WatchDevicesResponse) []byte {
+			encodes.Add(1)
+			e := resp.GetEvent()
+			return []byte(e.GetType().String() + "|" + e.GetDeviceId() + "|" + e.GetEventId())
+		}
+		const want = "EVENT_TYPE_ONLINE|once|"
+		for i := range n {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				wctx, stop := context.WithCancel(ctx)
 				defer stop()
-				err := f.svc.WatchLocal(wctx, &tetherv1.WatchDevicesRequest{}, func(resp *tetherv1.WatchDevicesResponse, cache func(func() []byte) []byte, _ bool) error {
+				send := func(resp *tetherv1.WatchDevicesResponse, cache func(func() []byte) []byte, _ bool) error {
 					e := resp.GetEvent()
 					if e.GetType() == tetherv1.EventType_EVENT_TYPE_HEARTBEAT {
 						if cache != nil {
@@ -161,16 +170,30 @@ func TestLocalWatchersEncodeEachEventOnce(t *testing.T) {
 						t.Errorf("event %s came without a shared cache", e.GetType())
 						return nil
 					}
-					line := cache(func() []byte { encodes.Add(1); return []byte(e.GetEventId()) })
-					if string(line) != e.GetEventId() {
-						t.Errorf("cached line %q for event %s", line, e.GetEventId())
-					}
-					if e.GetType() == tetherv1.EventType_EVENT_TYPE_ONLINE && e.GetDeviceId() == "once" {
-						got <- resp
+					line := cache(func() []byte { return encode(resp) })
+					if strings.HasPrefix(string(line), want) {
+						got <- line
 						stop()
 					}
 					return nil
-				})
+				}
+				var write deviceapi.LocalWrite
+				switch i % 3 {
+				case 1: // takes every batch from the fan-out
+					write = func(lines [][]byte) bool {
+						directs.Add(1)
+						for _, l := range lines {
+							if strings.HasPrefix(string(l), want) {
+								got <- l
+								stop()
+							}
+						}
+						return true
+					}
+				case 2: // never can: the events go to send
+					write = func([][]byte) bool { return false }
+				}
+				err := f.svc.WatchLocal(wctx, &tetherv1.WatchDevicesRequest{}, send, encode, write)
 				if status.Code(err) != codes.Canceled {
 					t.Errorf("WatchLocal ended with %v, want CANCELED", err)
 				}
@@ -180,13 +203,16 @@ func TestLocalWatchersEncodeEachEventOnce(t *testing.T) {
 		f.runAgent(t, "once", agentBehaviour{}, nil)
 		first := <-got
 		for range n - 1 {
-			if r := <-got; r != first {
-				t.Fatal("watchers got different messages for one event")
+			if l := <-got; &l[0] != &first[0] {
+				t.Fatal("watchers got different encodings of one event")
 			}
 		}
 		wg.Wait()
 		if c := encodes.Load(); c != 1 {
 			t.Fatalf("the event was encoded %d times for %d watchers, want once", c, n)
+		}
+		if directs.Load() == 0 {
+			t.Fatal("no batch was written by the fan-out")
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -129,7 +130,7 @@ func (s *Service) Feed() *feed.Feed { return s.feed }
 func (s *Service) WatchDevices(req *tetherv1.WatchDevicesRequest, stream tetherv1.DeviceService_WatchDevicesServer) error {
 	return s.watch(stream.Context(), req, func(resp *tetherv1.WatchDevicesResponse, _ *feed.Item, _ bool) error {
 		return stream.Send(resp)
-	})
+	}, nil)
 }
 
 // Memo slots of feed.Item used by the watch paths.
@@ -150,7 +151,36 @@ type LocalSend = func(resp *tetherv1.WatchDevicesResponse, cache func(encode fun
 // caller's incoming metadata and be authorized as a WatchDevices call (see
 // access.Policy.AuthorizeStream). The stream semantics, limits and errors are
 // WatchDevices'; send is called from the calling goroutine only.
-func (s *Service) WatchLocal(ctx context.Context, req *tetherv1.WatchDevicesRequest, send LocalSend) error {
+//
+// write, if not nil, lets the replica's event feed write events to the client
+// itself, from its fan-out goroutine, instead of waking the stream's goroutine
+// (feed.Direct): it gets the lines of one batch of events (encode's results,
+// computed once for every watcher like send's cache) and must write them
+// without blocking, returning false when it cannot take them now (they are
+// then queued and handed to send as usual). It is called while send is not
+// running for an event, never concurrently with itself, and may be called
+// concurrently with send for a heartbeat, so it and send must exclude each
+// other.
+func (s *Service) WatchLocal(ctx context.Context, req *tetherv1.WatchDevicesRequest, send LocalSend, encode LocalEncode, write LocalWrite) error {
+	var direct func(*feed.Watcher, *directWrites)
+	if write != nil && encode != nil {
+		direct = func(w *feed.Watcher, last *directWrites) {
+			var lines [][]byte // reused: the feed calls one watcher's Direct from one goroutine at a time
+			w.SetDirect(func(evs []*feed.Item) bool {
+				lines = lines[:0]
+				for _, ev := range evs {
+					lines = append(lines, localLine(ev, encode))
+				}
+				ok := write(lines)
+				clear(lines)
+				if ok {
+					last.id.Store(&evs[len(evs)-1].ID)
+					last.at.Store(time.Now().UnixNano())
+				}
+				return ok
+			})
+		}
+	}
 	return s.watch(ctx, req, func(resp *tetherv1.WatchDevicesResponse, it *feed.Item, more bool) error {
 		if it == nil {
 			return send(resp, nil, more)
@@ -158,13 +188,41 @@ func (s *Service) WatchLocal(ctx context.Context, req *tetherv1.WatchDevicesRequ
 		return send(resp, func(encode func() []byte) []byte {
 			return it.Memo(memoLocal, func() any { return encode() }).([]byte)
 		}, more)
-	})
+	}, direct)
+}
+
+// directWrites is what a watcher's feed.Direct wrote last: the event's id
+// and when (unix ns).
+type directWrites struct {
+	id atomic.Pointer[string]
+	at atomic.Int64
+}
+
+// LocalEncode returns the line of one event's message (WatchLocal).
+type LocalEncode = func(resp *tetherv1.WatchDevicesResponse) []byte
+
+// LocalWrite writes the lines of a batch of events without blocking, or
+// returns false (WatchLocal).
+type LocalWrite = func(lines [][]byte) bool
+
+// localLine is an event's line for the in-process gateway, encoded once for
+// every watcher (the same memo slot as WatchLocal's send cache).
+func localLine(ev *feed.Item, encode LocalEncode) []byte {
+	return ev.Memo(memoLocal, func() any { return encode(eventResponse(ev)) }).([]byte)
+}
+
+// eventResponse is the API message of a feed event, built once for every
+// watcher.
+func eventResponse(ev *feed.Item) *tetherv1.WatchDevicesResponse {
+	return ev.Memo(memoResponse, func() any { return &tetherv1.WatchDevicesResponse{Event: eventProto(ev.Event)} }).(*tetherv1.WatchDevicesResponse)
 }
 
 // watch runs one watch stream, handing every message to emit: it (non-nil for
 // an event of the feed, shared by every watcher) and more (further events
-// queued) let emit reuse one encoding and batch its writes.
-func (s *Service) watch(ctx context.Context, req *tetherv1.WatchDevicesRequest, emit func(resp *tetherv1.WatchDevicesResponse, it *feed.Item, more bool) error) error {
+// queued) let emit reuse one encoding and batch its writes. direct, if not
+// nil, sets the watcher's feed.Direct and records what it writes in last.
+func (s *Service) watch(ctx context.Context, req *tetherv1.WatchDevicesRequest, emit func(resp *tetherv1.WatchDevicesResponse, it *feed.Item, more bool) error,
+	direct func(w *feed.Watcher, last *directWrites)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stopAfter := context.AfterFunc(s.closing, cancel)
@@ -275,6 +333,19 @@ func (s *Service) watch(ctx context.Context, req *tetherv1.WatchDevicesRequest, 
 		}
 	}
 	defer w.Close()
+	var lastDirect directWrites
+	if direct != nil {
+		direct(w, &lastDirect)
+	}
+	// resumeFrom is the id of the last event written, by this goroutine or
+	// by the feed's Direct.
+	resumeFrom := func() string {
+		if d := lastDirect.id.Load(); d != nil && feed.CompareIDs(*d, after) > 0 {
+			return *d
+		}
+		return after
+	}
+	unreported := 0 // events written by emit since the last flush (feed.Watcher.Wrote)
 
 	heartbeat := time.NewTimer(s.cfg.WatchHeartbeat)
 	defer heartbeat.Stop()
@@ -285,24 +356,34 @@ func (s *Service) watch(ctx context.Context, req *tetherv1.WatchDevicesRequest, 
 				switch w.Reason() {
 				case feed.EndSlow:
 					s.wm.ended.WithLabelValues("slow").Inc()
-					return status.Errorf(codes.Unavailable, "watch devices: this watcher fell more than %d events behind; resume with after_event_id=%s", s.cfg.WatchBuffer, after)
+					return status.Errorf(codes.Unavailable, "watch devices: this watcher fell more than %d events behind; resume with after_event_id=%s", s.cfg.WatchBuffer, resumeFrom())
 				case feed.EndResnapshot:
 					s.wm.ended.WithLabelValues("resnapshot").Inc()
 					return status.Errorf(codes.OutOfRange, "watch devices: %v; reopen the watch with include_snapshot=true", registry.ErrEventsExpired)
 				}
 				return closed(status.Error(codes.Unavailable, "server is shutting down; reconnect and resume with after_event_id"))
 			}
-			resp := ev.Memo(memoResponse, func() any { return &tetherv1.WatchDevicesResponse{Event: eventProto(ev.Event)} }).(*tetherv1.WatchDevicesResponse)
 			more := w.Pending() > 0
-			if err := emit(resp, ev, more); err != nil {
+			if err := emit(eventResponse(ev), ev, more); err != nil {
 				return err
 			}
+			unreported++
 			if !more {
+				w.Wrote(unreported)
+				unreported = 0
 				w.Taken() // written and flushed: the feed's fan-out may go on
 			}
 			after = ev.ID
 			heartbeat.Reset(s.cfg.WatchHeartbeat)
 		case <-heartbeat.C:
+			if at := lastDirect.at.Load(); at != 0 {
+				// The feed wrote an event directly: the stream has been
+				// silent only since then.
+				if quiet := time.Since(time.Unix(0, at)); quiet < s.cfg.WatchHeartbeat {
+					heartbeat.Reset(s.cfg.WatchHeartbeat - quiet)
+					continue
+				}
+			}
 			if err := send(&tetherv1.DeviceEvent{Type: tetherv1.EventType_EVENT_TYPE_HEARTBEAT, Time: timestamppb.Now()}); err != nil {
 				return err
 			}

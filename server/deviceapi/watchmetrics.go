@@ -37,6 +37,8 @@ func (s *Service) RegisterMetrics(reg prometheus.Registerer) error {
 		stat("tether_feed_read_errors_total", "Failed reads of the registry's event stream by the event feed (retried with back-off).", true, func() float64 { return float64(s.feed.Stats().ReadErrors) }),
 		stat("tether_feed_slow_watchers_total", "Watchers ended because their buffer was full (they resume from their last event).", true, func() float64 { return float64(s.feed.Stats().Slow) }),
 		stat("tether_feed_handoff_timeouts_total", "Fan-out waits for a chunk of watchers to write an event that gave up after the bound (a watcher's client is slow or stalled; each stalled watcher is waited for once).", true, func() float64 { return float64(s.feed.Stats().HandoffTimeouts) }),
+		stat("tether_feed_direct_writes_total", "Event batches the fan-out wrote to a watcher's client itself (in-process HTTP/1.1 watchers), without waking the watcher's goroutine.", true, func() float64 { return float64(s.feed.Stats().Directs) }),
+		stat("tether_feed_joins_total", "Fan-outs that events arriving meanwhile joined (the watchers not reached yet got both batches in one write).", true, func() float64 { return float64(s.feed.Stats().Joins) }),
 		stat("tether_feed_resnapshots_total", "Times the event feed lost its place in the registry's events and ended every watcher for a re-snapshot.", true, func() float64 { return float64(s.feed.Stats().Resnapshots) }),
 	}
 	for _, c := range cs {

@@ -13,11 +13,17 @@
 // place in the store (the events after its position were trimmed, or the
 // store lost its data) every watcher is ended with EndResnapshot.
 //
-// The reader hands a batch out a chunk of watchers at a time and waits until
-// the chunk has written it (Watcher.Taken) or a short bound passes: the
+// A watcher whose writer can take events without blocking (Watcher.SetDirect:
+// the in-process gateway's HTTP/1.1 watches) gets them written by the fan-out
+// goroutine itself, one write per watcher and no goroutine woken, as long as
+// it has no queued events left unwritten (Watcher.Wrote), so order holds.
+// Other watchers are handed a batch a chunk at a time, and the fan-out waits
+// until the chunk has written it (Watcher.Taken) or a short bound passes: the
 // processors go idle between chunks, so a unary call's socket is noticed
 // during a fan-out to thousands instead of waiting for the runtime's 10 ms
-// network poll.
+// network poll. Events that reach the store during a fan-out join it (the
+// watchers already served get them at once, the rest with the batch in one
+// write) instead of waiting for it to end and taking a second one.
 //
 // With N watchers a replica therefore keeps one blocking read on the store,
 // not N.

@@ -113,6 +113,13 @@ type Feed struct {
 	watchers map[*Watcher]struct{}
 	closed   bool
 	scratch  []*Watcher // publish's list of watchers (owned by Run's goroutine)
+	direct   []directTarget
+	rest     []*Watcher // publish's scratch lists for one chunk
+
+	subs uint64 // subscriptions so far (Watcher.seq)
+
+	directs atomic.Uint64 // batches written by a watcher's Direct
+	joins   atomic.Uint64 // fan-outs that new events joined (publish)
 
 	reads, events, slow, resnapshots atomic.Uint64
 	handoffTimeouts                  atomic.Uint64
@@ -161,7 +168,33 @@ type Watcher struct {
 	ended  bool   // guarded by f.mu
 	reason atomic.Int32
 	hand   atomic.Pointer[handoff] // the fan-out chunk waiting for this watcher to take its events
+
+	seq       uint64       // order of subscription (Feed.subs), guarded by f.mu
+	direct    Direct       // guarded by f.mu (SetDirect)
+	unwritten atomic.Int32 // events queued on ch and not yet reported by Wrote
 }
+
+// Direct writes a batch of events straight to a watcher's client from the
+// feed's fan-out goroutine, instead of queueing them for the watcher's own
+// goroutine. It must not block: it returns false when it cannot take the
+// batch now (its writer is busy), and the batch is then queued as usual. It
+// is only called while the watcher has no queued events left unwritten (see
+// Wrote), so events stay in order.
+type Direct func(evs []*Item) bool
+
+// SetDirect lets the fan-out write the watcher's events with d (nil: queue
+// them, the default). A watcher that sets it must report its queued events
+// with Wrote once they are written.
+func (w *Watcher) SetDirect(d Direct) {
+	w.f.mu.Lock()
+	defer w.f.mu.Unlock()
+	w.direct = d
+}
+
+// Wrote tells the feed that n events received from Events have been written
+// to the client (flushed, not just buffered): once every queued event is,
+// the fan-out may write the next ones directly (SetDirect).
+func (w *Watcher) Wrote(n int) { w.unwritten.Add(-int32(n)) }
 
 // Taken tells the feed that the watcher has written out every event it was
 // handed (its queue is empty), so that the fan-out can go on to the next
@@ -248,6 +281,9 @@ func (f *Feed) Subscribe(ctx context.Context, after string) (*Watcher, error) {
 	for _, e := range replay {
 		w.ch <- e
 	}
+	w.unwritten.Store(int32(len(replay)))
+	f.subs++
+	w.seq = f.subs
 	f.watchers[w] = struct{}{}
 	return w, nil
 }
@@ -346,7 +382,9 @@ func (f *Feed) shutdown() {
 }
 
 // fanoutChunk is how many watchers publish hands an event batch to at a
-// time. Each woken watcher writes to its client (tens of microseconds).
+// time (direct watchers are written first, the rest are woken; the fan-out
+// also looks for events to join between chunks). Each woken watcher writes
+// to its client (tens of microseconds).
 // publish then waits until those watchers have taken their events (or
 // handoffWait has passed) before it hands the batch to the next chunk:
 //   - handing a batch to ten thousand watchers at once would queue every
@@ -369,6 +407,12 @@ const fanoutChunk = 64
 // must not hold up the others for long.
 const handoffWait = 2 * time.Millisecond
 
+// directTarget is a watcher of a chunk whose Direct publish tries first.
+type directTarget struct {
+	w     *Watcher
+	write Direct
+}
+
 // handoff counts the watchers of one chunk that have not taken their events
 // yet, plus one for publish itself until it has handed them all out.
 type handoff struct {
@@ -382,12 +426,40 @@ func (h *handoff) take() {
 	}
 }
 
+// joinPoll is how often, at most, a fan-out in progress looks for events
+// that arrived after it started (see publish).
+const joinPoll = 5 * time.Millisecond
+
 // publish appends evs to the history and offers them to every watcher
 // without blocking: a watcher without room is ended as slow. Watchers are
 // served in chunks of fanoutChunk, one chunk after another (see
 // fanoutChunk); a watcher that subscribes meanwhile starts after evs (or
 // replays them from the history), one that leaves meanwhile is skipped.
+//
+// Events that reach the store while the fan-out runs join it (a device's
+// OFFLINE right after its ONLINE, a storm): every joinPoll the fan-out reads
+// what has arrived, once per fan-out. The watchers it had already served, and
+// those that subscribed in between, get the new events at once (a shorter
+// pass); the watchers it had not reached yet then get both batches in one
+// write. Without the join the new events would wait for the whole fan-out and
+// then take a second one: a join costs fewer writes, never more.
 func (f *Feed) publish(ctx context.Context, evs []registry.Event) {
+	ptrs := f.items(evs)
+	f.mu.Lock()
+	f.appendLocked(ptrs)
+	snap := f.subs
+	targets := f.scratch[:0]
+	for w := range f.watchers {
+		targets = append(targets, w)
+	}
+	f.mu.Unlock()
+	f.fanOut(ctx, targets, ptrs, snap, true)
+	clear(targets)
+	f.scratch = targets
+}
+
+// items wraps evs as shared Items.
+func (f *Feed) items(evs []registry.Event) []*Item {
 	f.events.Add(uint64(len(evs)))
 	items := make([]Item, len(evs))
 	ptrs := make([]*Item, len(evs))
@@ -395,8 +467,13 @@ func (f *Feed) publish(ctx context.Context, evs []registry.Event) {
 		items[i].Event = evs[i]
 		ptrs[i] = &items[i]
 	}
-	f.mu.Lock()
-	f.last = evs[len(evs)-1].ID
+	return ptrs
+}
+
+// appendLocked makes ptrs the newest events: the history and the position
+// new watchers start from.
+func (f *Feed) appendLocked(ptrs []*Item) {
+	f.last = ptrs[len(ptrs)-1].ID
 	f.history = append(f.history, ptrs...)
 	if over := len(f.history) - f.cfg.History; over > 0 {
 		// Copy down rather than reslice so the backing array does not grow
@@ -405,17 +482,58 @@ func (f *Feed) publish(ctx context.Context, evs []registry.Event) {
 		clear(f.history[n:])
 		f.history = f.history[:n]
 	}
-	targets := f.scratch[:0]
-	for w := range f.watchers {
-		targets = append(targets, w)
-	}
-	f.mu.Unlock()
+}
+
+// fanOut hands batch to list, a chunk at a time. With join it also reads,
+// every joinPoll and once at most, the events that reached the store since
+// (see publish): they go at once to list[:i] (served already) and to the
+// watchers that subscribed after snap, then with batch to the rest of list.
+func (f *Feed) fanOut(ctx context.Context, list []*Watcher, batch []*Item, snap uint64, join bool) {
 	var wait *time.Timer
-	for i := 0; i < len(targets); i += fanoutChunk {
+	polled := time.Now()
+	for i := 0; i < len(list); i += fanoutChunk {
+		if join && i > 0 && time.Since(polled) >= joinPoll {
+			polled = time.Now()
+			f.mu.Lock()
+			pos := f.last
+			f.mu.Unlock()
+			if evs, err := f.src.ReadEvents(ctx, pos, f.cfg.Batch, 0); err == nil && len(evs) > 0 {
+				join = false
+				f.reads.Add(1)
+				f.joins.Add(1)
+				extra := f.items(evs)
+				served := list[:i:i] // appending copies
+				f.mu.Lock()
+				f.appendLocked(extra)
+				for w := range f.watchers {
+					if w.seq > snap {
+						served = append(served, w)
+					}
+				}
+				f.mu.Unlock()
+				f.fanOut(ctx, served, extra, 0, false)
+				batch = append(batch[:len(batch):len(batch)], extra...)
+			}
+		}
+		// Watchers that write directly (SetDirect) and have nothing queued
+		// get the batch from this goroutine and its helpers, outside the
+		// lock: one write each, no goroutine woken. The rest are queued,
+		// and waited for.
+		direct, queue := f.direct[:0], f.rest[:0]
+		f.mu.Lock()
+		for _, w := range list[i:min(i+fanoutChunk, len(list))] {
+			if w.direct != nil && !w.ended && w.skip == "" && w.unwritten.Load() == 0 {
+				direct = append(direct, directTarget{w, w.direct})
+			} else {
+				queue = append(queue, w)
+			}
+		}
+		f.mu.Unlock()
+		queue = f.writeDirect(direct, batch, queue)
 		h := &handoff{done: make(chan struct{})}
 		h.left.Store(1)
 		f.mu.Lock()
-		for _, w := range targets[i:min(i+fanoutChunk, len(targets))] {
+		for _, w := range queue {
 			// The hand-off is set before the events are queued, so that a
 			// watcher that writes them at once finds it. A watcher still
 			// writing an earlier batch (an earlier wait gave up on it: its
@@ -427,12 +545,20 @@ func (f *Feed) publish(ctx context.Context, evs []registry.Event) {
 			if !mine {
 				h.left.Add(-1) // never the last: publish holds one
 			}
-			if !f.offerLocked(w, ptrs) && mine && w.hand.CompareAndSwap(h, nil) {
+			if !f.offerLocked(w, batch) && mine && w.hand.CompareAndSwap(h, nil) {
 				h.take() // nothing was queued for it: do not wait
 			}
 		}
 		f.mu.Unlock()
+		clear(direct)
+		clear(queue)
+		f.direct, f.rest = direct[:0], queue[:0]
 		h.take()
+		select {
+		case <-h.done:
+			continue // nothing queued to wait for
+		default:
+		}
 		if wait == nil {
 			wait = time.NewTimer(handoffWait)
 		} else {
@@ -448,8 +574,24 @@ func (f *Feed) publish(ctx context.Context, evs []registry.Event) {
 	if wait != nil {
 		wait.Stop()
 	}
-	clear(targets)
-	f.scratch = targets
+}
+
+// writeDirect writes batch to the direct watchers of one chunk and appends
+// those that refused to queue. It runs on the fan-out's goroutine only: the
+// other processors stay free for the replica's other work (a unary call, a
+// lease renewal), which then needs no pause of the fan-out to be served.
+// (Splitting the writes over every processor was measured: it delayed the
+// replica's other work and made the fan-out slower, not faster;
+// docs/PERFORMANCE.md.)
+func (f *Feed) writeDirect(direct []directTarget, batch []*Item, queue []*Watcher) []*Watcher {
+	for _, d := range direct {
+		if d.write(batch) {
+			f.directs.Add(1)
+		} else {
+			queue = append(queue, d.w)
+		}
+	}
+	return queue
 }
 
 // offerLocked queues evs for w, or ends it as slow when its buffer is full.
@@ -467,6 +609,7 @@ func (f *Feed) offerLocked(w *Watcher, evs []*Item) (queued bool) {
 		}
 		select {
 		case w.ch <- e:
+			w.unwritten.Add(1)
 			queued = true
 		default:
 			f.slow.Add(1)
@@ -489,7 +632,12 @@ type Stats struct {
 	// that ended at handoffWait (a watcher of the chunk did not write its
 	// events in time: its client is slow or stalled).
 	HandoffTimeouts uint64
-	Healthy         bool // the last store read succeeded
+	// Directs counts event batches a watcher's Direct wrote from the
+	// fan-out (no goroutine woken, nothing queued).
+	Directs uint64
+	// Joins counts fan-outs that events arriving meanwhile joined.
+	Joins   uint64
+	Healthy bool // the last store read succeeded
 }
 
 // Stats returns the feed's counters.
@@ -498,7 +646,7 @@ func (f *Feed) Stats() Stats {
 	n := len(f.watchers)
 	f.mu.Unlock()
 	return Stats{Watchers: n, Reads: f.reads.Load(), Events: f.events.Load(), Slow: f.slow.Load(),
-		Resnapshots: f.resnapshots.Load(), ReadErrors: f.readErrors.Load(), HandoffTimeouts: f.handoffTimeouts.Load(), Healthy: f.healthy.Load()}
+		Resnapshots: f.resnapshots.Load(), ReadErrors: f.readErrors.Load(), HandoffTimeouts: f.handoffTimeouts.Load(), Directs: f.directs.Load(), Joins: f.joins.Load(), Healthy: f.healthy.Load()}
 }
 
 // CompareIDs orders event ids of the shape both stores issue ("<a>-<b>",

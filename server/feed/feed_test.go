@@ -290,3 +290,102 @@ func TestFanOutWaitsForAChunkToTakeItsEventsBeforeTheNext(t *testing.T) {
 		}
 	})
 }
+
+// TestDirectWritersAndEventsThatJoinAFanOut: watchers with a Direct get their
+// events from the fan-out itself, in order, one call per batch; a watcher
+// whose Direct refuses gets them queued. An event that reaches the store
+// while a fan-out runs joins it: the watchers not reached yet get both events
+// in one call, those already served and one that subscribed in between get
+// the new event in a second pass, and one that subscribes after the join
+// does not get it.
+func TestDirectWritersAndEventsThatJoinAFanOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New(memstore.Options{})
+		defer st.Close()
+		f := New(st, Config{})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go f.Run(ctx)
+		const n = 3 * fanoutChunk
+		calls := make([][][]string, n) // per watcher: the device ids of each Direct call
+		var ws []*Watcher
+		var between *Watcher
+		var triggered atomic.Bool
+		for i := range n {
+			w, err := f.Subscribe(ctx, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ws = append(ws, w)
+			if i == n-1 {
+				w.SetDirect(func([]*Item) bool { return false }) // always refuses: queued
+				continue
+			}
+			w.SetDirect(func(evs []*Item) bool {
+				var ids []string
+				for _, e := range evs {
+					ids = append(ids, e.DeviceID)
+				}
+				calls[i] = append(calls[i], ids)
+				if triggered.CompareAndSwap(false, true) {
+					// While the first chunk is written: a watcher
+					// subscribes, a new event arrives, and time passes.
+					var err error
+					if between, err = f.Subscribe(ctx, ""); err != nil {
+						t.Error(err)
+					}
+					claim(t, st, "second")
+					time.Sleep(2 * joinPoll)
+				}
+				return true
+			})
+		}
+		claim(t, st, "first")
+		time.Sleep(time.Second) // the fan-out, its sleep and the second pass
+		synctest.Wait()
+		// The first chunk (targets are in map order) was served before
+		// the join, the other chunks after it.
+		served, joined := 0, 0
+		for i := range n - 1 {
+			switch got := fmt.Sprint(calls[i]); got {
+			case "[[first] [second]]":
+				served++
+			case "[[first second]]":
+				joined++
+			default:
+				t.Fatalf("watcher %d: %s", i, got)
+			}
+		}
+		if served < fanoutChunk-1 || served > fanoutChunk {
+			t.Fatalf("%d watchers served before the join, %d after; want the first chunk before", served, joined)
+		}
+		refused := ws[n-1]
+		for _, want := range []string{"first", "second"} {
+			if e := recv(t, refused); e.DeviceID != want {
+				t.Fatalf("refusing watcher got %s, want %s", e.DeviceID, want)
+			}
+		}
+		refused.Wrote(2)
+		if e := recv(t, between); e.DeviceID != "second" {
+			t.Fatalf("watcher subscribed during the fan-out got %s, want second", e.DeviceID)
+		}
+		after, err := f.Subscribe(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		claim(t, st, "third")
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if e := recv(t, after); e.DeviceID != "third" {
+			t.Fatalf("watcher subscribed after the join got %s, want third", e.DeviceID)
+		}
+		for i := range n - 1 {
+			if c := calls[i]; fmt.Sprint(c[len(c)-1]) != "[third]" {
+				t.Fatalf("watcher %d in the end: %v", i, c)
+			}
+		}
+		if s := f.Stats(); s.Joins != 1 || s.Events != 3 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
+}

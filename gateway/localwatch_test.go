@@ -1,0 +1,172 @@
+package gateway_test
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	tetherv1 "github.com/tetherhq/tether/api/tether/v1"
+	"github.com/tetherhq/tether/gateway"
+)
+
+// localWatchServer serves a gateway whose LocalWatch is watch.
+func localWatchServer(t *testing.T, watch gateway.LocalWatch) *httptest.Server {
+	t.Helper()
+	b := startBackend(t, "node-a")
+	conn, err := grpc.NewClient(b.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	h, err := gateway.NewHandler(t.Context(), conn, gateway.Config{Logger: slog.New(slog.DiscardHandler), LocalWatch: watch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func event(id string) *tetherv1.WatchDevicesResponse {
+	return &tetherv1.WatchDevicesResponse{Event: &tetherv1.DeviceEvent{EventId: id, Type: tetherv1.EventType_EVENT_TYPE_ONLINE, DeviceId: "d-" + id}}
+}
+
+// TestLocalWatchOverHTTP1IsWrittenDirectly: an HTTP/1.1 watch is taken over
+// after its first message; lines written by the feed's direct write and by
+// send interleave in order on one chunked response that ends cleanly, and a
+// client that leaves ends the watch.
+func TestLocalWatchOverHTTP1IsWrittenDirectly(t *testing.T) {
+	ended := make(chan error, 1)
+	srv := localWatchServer(t, func(ctx context.Context, _ metadata.MD, _ *tetherv1.WatchDevicesRequest,
+		send func(*tetherv1.WatchDevicesResponse, func(func() []byte) []byte, bool) error,
+		encode func(*tetherv1.WatchDevicesResponse) []byte, write func([][]byte) bool) error {
+		if write == nil || encode == nil {
+			t.Error("no direct write for an HTTP/1.1 watch")
+			return nil
+		}
+		if write([][]byte{encode(event("early"))}) {
+			t.Error("a direct write before the first message was taken")
+		}
+		if err := send(&tetherv1.WatchDevicesResponse{Event: &tetherv1.DeviceEvent{Type: tetherv1.EventType_EVENT_TYPE_HEARTBEAT}}, nil, false); err != nil {
+			return err
+		}
+		if !write([][]byte{encode(event("1")), encode(event("2"))}) {
+			t.Error("the direct write of a taken-over watch was refused")
+		}
+		if err := send(event("3"), nil, true); err != nil { // queued: assembled, not yet flushed
+			return err
+		}
+		if write([][]byte{encode(event("x"))}) {
+			t.Error("a direct write was taken while send was assembling a chunk")
+		}
+		if err := send(event("4"), nil, false); err != nil {
+			return err
+		}
+		if !write([][]byte{encode(event("5"))}) {
+			t.Error("the direct write after a flush was refused")
+		}
+		<-ctx.Done() // the client leaves
+		ended <- ctx.Err()
+		return ctx.Err()
+	})
+	resp, err := http.Get(srv.URL + "/v1/devices:watch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || !resp.Close || resp.Header.Get("Content-Type") == "" {
+		t.Fatalf("status %d, close %v, headers %v", resp.StatusCode, resp.Close, resp.Header)
+	}
+	lines := bufio.NewReader(resp.Body)
+	for _, want := range []string{"HEARTBEAT", `"1"`, `"2"`, `"3"`, `"4"`, `"5"`} {
+		l, err := lines.ReadString('\n')
+		if err != nil || !strings.Contains(l, want) {
+			t.Fatalf("line %q (%v), want one with %s", l, err, want)
+		}
+	}
+	resp.Body.Close()
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Fatal("watch ended without an error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch did not end when its client left")
+	}
+}
+
+// TestLocalWatchTakenOverEndsWithItsErrorLine: a taken-over watch that the
+// server ends gets the same {"error":…} line and a complete chunked body.
+func TestLocalWatchTakenOverEndsWithItsErrorLine(t *testing.T) {
+	srv := localWatchServer(t, func(ctx context.Context, _ metadata.MD, _ *tetherv1.WatchDevicesRequest,
+		send func(*tetherv1.WatchDevicesResponse, func(func() []byte) []byte, bool) error,
+		encode func(*tetherv1.WatchDevicesResponse) []byte, write func([][]byte) bool) error {
+		if err := send(event("1"), nil, false); err != nil {
+			return err
+		}
+		if !write([][]byte{encode(event("2"))}) {
+			t.Error("direct write refused")
+		}
+		return status.Error(codes.Unavailable, "server is shutting down; reconnect and resume with after_event_id")
+	})
+	resp, err := http.Get(srv.URL + "/v1/devices:watch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body) // fails unless the chunked body ends properly
+	if err != nil {
+		t.Fatalf("body: %v (%q)", err, body)
+	}
+	got := strings.Split(strings.TrimSuffix(string(body), "\n"), "\n")
+	if len(got) != 3 || !strings.Contains(got[0], `"1"`) || !strings.Contains(got[1], `"2"`) || !strings.Contains(got[2], `"error"`) || !strings.Contains(got[2], `"code":14`) {
+		t.Fatalf("body %q", body)
+	}
+}
+
+// TestLocalWatchOverHTTP2IsNotTakenOver: only HTTP/1.1 over plain TCP is
+// taken over; an HTTP/2 watch keeps the ResponseWriter and no direct write.
+func TestLocalWatchOverHTTP2IsNotTakenOver(t *testing.T) {
+	b := startBackend(t, "node-a")
+	conn, err := grpc.NewClient(b.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	h, err := gateway.NewHandler(t.Context(), conn, gateway.Config{Logger: slog.New(slog.DiscardHandler),
+		LocalWatch: func(ctx context.Context, _ metadata.MD, _ *tetherv1.WatchDevicesRequest,
+			send func(*tetherv1.WatchDevicesResponse, func(func() []byte) []byte, bool) error,
+			_ func(*tetherv1.WatchDevicesResponse) []byte, write func([][]byte) bool) error {
+			if write != nil {
+				t.Error("a direct write for an HTTP/2 watch")
+			}
+			return send(event("1"), nil, false)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/v1/devices:watch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.ProtoMajor != 2 || !strings.Contains(string(body), `"1"`) {
+		t.Fatalf("proto %s, body %q", resp.Proto, body)
+	}
+}
