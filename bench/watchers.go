@@ -280,8 +280,12 @@ func watchers() {
 	p50, p99 := pctMS(all.Latencies, 50), pctMS(all.Latencies, 99)
 	g0, g1 := pctDur(alone, 99), pctDur(watched, 99)
 	fmt.Printf("## Thousands of HTTP watchers on one replica (issue #13)\n\n")
-	fmt.Printf("Command: `go run ./bench -scenarios watchers -watchers %d -watch-clients %d -watch-churn %g -watch-window %v` — one replica with the Redis store and the in-process JSON gateway (`--http`); %d watch client processes open `GET /v1/devices:watch` (one HTTP/1.1 connection each); the bench opens and closes %g device sessions per second (raw gRPC agent streams, an ONLINE and an OFFLINE event each) for %v while it times sequential `GET /v1/devices/probe` (one every 20 ms); the same churn and GETs ran first without any watcher. Delivery latency is the time from an event's `time` (set by the replica when the session opened or ended, before the registry write) to the line's arrival at the client; clocks are the same machine's.\n\n",
-		n, k, *watchChurn, *watchWindow, k, *watchChurn, *watchWindow)
+	niceFlag := ""
+	if *watchClientNice != 0 {
+		niceFlag = fmt.Sprintf(" -watch-client-nice %d", *watchClientNice)
+	}
+	fmt.Printf("Command: `go run ./bench -scenarios watchers -watchers %d -watch-clients %d -watch-churn %g -watch-window %v%s` — one replica with the Redis store and the in-process JSON gateway (`--http`); %d watch client processes open `GET /v1/devices:watch` (one HTTP/1.1 connection each); the bench opens and closes %g device sessions per second (raw gRPC agent streams, an ONLINE and an OFFLINE event each) for %v while it times sequential `GET /v1/devices/probe` (one every 20 ms); the same churn and GETs ran first without any watcher. Delivery latency is the time from an event's `time` (set by the replica when the session opened or ended, before the registry write) to the line's arrival at the client; clocks are the same machine's.\n\n",
+		n, k, *watchChurn, *watchWindow, niceFlag, k, *watchChurn, *watchWindow)
 	fmt.Println("| | |")
 	fmt.Println("|---|---|")
 	fmt.Printf("| watchers open (replica's `tether_feed_watchers`) | %.0f of %d (%d failed to open or ended early) |\n", opened, n, all.Failed)

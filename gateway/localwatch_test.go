@@ -21,8 +21,8 @@ import (
 	"github.com/tetherhq/tether/gateway"
 )
 
-// localWatchServer serves a gateway whose LocalWatch is watch.
-func localWatchServer(t *testing.T, watch gateway.LocalWatch) *httptest.Server {
+// localWatchHandler is a gateway whose LocalWatch is watch.
+func localWatchHandler(t *testing.T, watch gateway.LocalWatch) http.Handler {
 	t.Helper()
 	b := startBackend(t, "node-a")
 	conn, err := grpc.NewClient(b.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -34,7 +34,13 @@ func localWatchServer(t *testing.T, watch gateway.LocalWatch) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
+	return h
+}
+
+// localWatchServer serves localWatchHandler over HTTP/1.1.
+func localWatchServer(t *testing.T, watch gateway.LocalWatch) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(localWatchHandler(t, watch))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -138,24 +144,14 @@ func TestLocalWatchTakenOverEndsWithItsErrorLine(t *testing.T) {
 // TestLocalWatchOverHTTP2IsNotTakenOver: only HTTP/1.1 over plain TCP is
 // taken over; an HTTP/2 watch keeps the ResponseWriter and no direct write.
 func TestLocalWatchOverHTTP2IsNotTakenOver(t *testing.T) {
-	b := startBackend(t, "node-a")
-	conn, err := grpc.NewClient(b.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	h, err := gateway.NewHandler(t.Context(), conn, gateway.Config{Logger: slog.New(slog.DiscardHandler),
-		LocalWatch: func(ctx context.Context, _ metadata.MD, _ *tetherv1.WatchDevicesRequest,
-			send func(*tetherv1.WatchDevicesResponse, func(func() []byte) []byte, bool) error,
-			_ func(*tetherv1.WatchDevicesResponse) []byte, write func([][]byte) bool) error {
-			if write != nil {
-				t.Error("a direct write for an HTTP/2 watch")
-			}
-			return send(event("1"), nil, false)
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := localWatchHandler(t, func(ctx context.Context, _ metadata.MD, _ *tetherv1.WatchDevicesRequest,
+		send func(*tetherv1.WatchDevicesResponse, func(func() []byte) []byte, bool) error,
+		_ func(*tetherv1.WatchDevicesResponse) []byte, write func([][]byte) bool) error {
+		if write != nil {
+			t.Error("a direct write for an HTTP/2 watch")
+		}
+		return send(event("1"), nil, false)
+	})
 	srv := httptest.NewUnstartedServer(h)
 	srv.EnableHTTP2 = true
 	srv.StartTLS()

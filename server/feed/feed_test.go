@@ -22,6 +22,19 @@ func claim(t *testing.T, st *memstore.Store, id string) {
 	}
 }
 
+// runFeed starts a feed with the default config over a fresh embedded store;
+// both end with the test.
+func runFeed(t *testing.T) (*memstore.Store, *Feed, context.Context) {
+	t.Helper()
+	st := memstore.New(memstore.Options{})
+	t.Cleanup(func() { st.Close() })
+	f := New(st, Config{})
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	go f.Run(ctx)
+	return st, f, ctx
+}
+
 func recv(t *testing.T, w *Watcher) *Item {
 	t.Helper()
 	select {
@@ -207,12 +220,7 @@ func TestCompareIDs(t *testing.T) {
 
 func TestFanOutWaitsForAChunkToTakeItsEventsBeforeTheNext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := memstore.New(memstore.Options{})
-		defer st.Close()
-		f := New(st, Config{})
-		ctx, cancel := context.WithCancel(t.Context())
-		defer cancel()
-		go f.Run(ctx)
+		st, f, ctx := runFeed(t)
 		var ws []*Watcher
 		for range 3 * fanoutChunk {
 			w, err := f.Subscribe(ctx, "")
@@ -300,12 +308,7 @@ func TestFanOutWaitsForAChunkToTakeItsEventsBeforeTheNext(t *testing.T) {
 // does not get it.
 func TestDirectWritersAndEventsThatJoinAFanOut(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := memstore.New(memstore.Options{})
-		defer st.Close()
-		f := New(st, Config{})
-		ctx, cancel := context.WithCancel(t.Context())
-		defer cancel()
-		go f.Run(ctx)
+		st, f, ctx := runFeed(t)
 		const n = 3 * fanoutChunk
 		calls := make([][][]string, n) // per watcher: the device ids of each Direct call
 		var ws []*Watcher
