@@ -392,3 +392,39 @@ func TestDirectWritersAndEventsThatJoinAFanOut(t *testing.T) {
 		}
 	})
 }
+
+// TestFanOutGoesInSubscriptionOrderFromARotatingStart: every fan-out serves
+// the watchers in the order they subscribed (a client's connections opened
+// together stay together), starting at a different watcher each time.
+func TestFanOutGoesInSubscriptionOrderFromARotatingStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st, f, ctx := runFeed(t)
+		const n = 10
+		var order []int // the watchers' indexes, in the order of Direct calls
+		for i := range n {
+			w, err := f.Subscribe(ctx, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.SetDirect(func([]*Item) bool { order = append(order, i); return true })
+		}
+		starts := map[int]bool{}
+		for e := range 3 {
+			order = order[:0]
+			claim(t, st, fmt.Sprintf("dev-%d", e))
+			synctest.Wait()
+			if len(order) != n {
+				t.Fatalf("fan-out %d served %d watchers, want %d", e, len(order), n)
+			}
+			for j := range order {
+				if order[j] != (order[0]+j)%n {
+					t.Fatalf("fan-out %d order %v: not the subscription order rotated", e, order)
+				}
+			}
+			starts[order[0]] = true
+		}
+		if len(starts) != 3 {
+			t.Fatalf("three fan-outs started at %v: want three different watchers", starts)
+		}
+	})
+}
