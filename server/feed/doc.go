@@ -21,7 +21,9 @@
 // until the chunk has written it (Watcher.Taken) or a short bound passes: the
 // processors go idle between chunks, so a unary call's socket is noticed
 // during a fan-out to thousands instead of waiting for the runtime's 10 ms
-// network poll. Events that reach the store during a fan-out join it (the
+// network poll. A fan-out goes in subscription order, from a different
+// watcher each time, so a client's connections opened together are written
+// together. Events that reach the store during a fan-out join it (the
 // watchers already served get them at once, the rest with the batch in one
 // write) instead of waiting for it to end and taking a second one.
 //
