@@ -228,10 +228,9 @@ func (o *watchWriter) sendChunk(line []byte, more bool) error {
 	if more {
 		return nil
 	}
-	data := o.out
-	o.out = chunk(nil, data)
-	_, err := o.conn.Write(o.out)
+	b := chunk(nil, o.out)
 	o.out = o.out[:0]
+	_, err := o.conn.Write(b)
 	if err != nil || o.gone {
 		o.gone, o.failed = true, true
 		return status.Errorf(codes.Canceled, "watch devices: client gone: %v", err)

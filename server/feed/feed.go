@@ -539,9 +539,8 @@ func (f *Feed) fanOut(ctx context.Context, list []*Watcher, batch []*Item, snap 
 			}
 		}
 		// Watchers that write directly (SetDirect) and have nothing queued
-		// get the batch from this goroutine and its helpers, outside the
-		// lock: one write each, no goroutine woken. The rest are queued,
-		// and waited for.
+		// get the batch from this goroutine, outside the lock: one write
+		// each, no goroutine woken. The rest are queued, and waited for.
 		direct, queue := f.direct[:0], f.rest[:0]
 		f.mu.Lock()
 		for _, w := range list[i:min(i+fanoutChunk, len(list))] {
