@@ -83,16 +83,10 @@ test: deps lint
 	# replays fewer cases: server/session/race_on_test.go says why).
 	$(GO) test -count=1 -run 'UnderRandomInterleavings' ./server/session
 
-## fuzz: a short run of every fuzz target (FUZZTIME each; seed corpora live in testdata/fuzz)
+## fuzz: a short run of every fuzz target (FUZZTIME each; seed corpora live in testdata/fuzz; scripts/fuzz.sh)
 FUZZTIME ?= 10s
-# Every Fuzz function of the tree, as <package dir>:<name> (found, not listed
-# by hand, so a new target cannot be left out).
-FUZZ_TARGETS ?= $(shell grep -rHo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*' . | sed -E 's|^(.*)/[^/]*:func (Fuzz.*)$$|\1:\2|' | sort)
 fuzz:
-	@for t in $(FUZZ_TARGETS); do \
-	  pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
-	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg || exit 1; \
-	done
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 ## test-short: unit tests only, no race detector
 test-short:
