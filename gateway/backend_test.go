@@ -59,10 +59,12 @@ type fakeFleet struct {
 	// nextEvent releases the watch's second event: the test sends on it after
 	// it has read the first line.
 	nextEvent chan struct{}
+	// floodEnded gets how a "flood" watch ended.
+	floodEnded chan error
 }
 
 func newFakeFleet(node string) *fakeFleet {
-	return &fakeFleet{node: node, nextEvent: make(chan struct{})}
+	return &fakeFleet{node: node, nextEvent: make(chan struct{}), floodEnded: make(chan error, 1)}
 }
 
 func (f *fakeFleet) record(ctx context.Context) {
@@ -141,7 +143,8 @@ func (f *fakeFleet) DisconnectDevice(ctx context.Context, req *tetherv1.Disconne
 
 // WatchDevices sends an ONLINE event, waits for nextEvent, sends an OFFLINE
 // event, then ends: with ABORTED when afterEventId is "fail", otherwise OK.
-// With afterEventId "hold" it waits for the stream to be cancelled instead.
+// With afterEventId "hold" it waits for the stream to be cancelled instead;
+// with "flood" it sends 32 KiB events until a send fails (floodEnded).
 func (f *fakeFleet) WatchDevices(req *tetherv1.WatchDevicesRequest, stream grpc.ServerStreamingServer[tetherv1.WatchDevicesResponse]) error {
 	f.record(stream.Context())
 	f.mu.Lock()
@@ -153,6 +156,16 @@ func (f *fakeFleet) WatchDevices(req *tetherv1.WatchDevicesRequest, stream grpc.
 		}}
 	}
 	if err := stream.Send(ev("1-0", tetherv1.EventType_EVENT_TYPE_ONLINE)); err != nil {
+		return err
+	}
+	if req.GetAfterEventId() == "flood" {
+		big := ev("flood", tetherv1.EventType_EVENT_TYPE_INFO_CHANGED)
+		big.Event.Device = &tetherv1.Device{Info: &tetherv1.DeviceInfo{Hostname: strings.Repeat("h", 32<<10)}}
+		var err error
+		for i := 0; err == nil && i < 100_000; i++ {
+			err = stream.Send(big)
+		}
+		f.floodEnded <- err
 		return err
 	}
 	if req.GetAfterEventId() == "hold" {

@@ -40,6 +40,10 @@ const (
 	// are ended at once when the drain starts; this is for unary calls in
 	// flight, e.g. a SendCommand waiting on a device.
 	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultWatchWriteTimeout bounds one write of a watch stream: a client
+	// that has read nothing for this long (its socket buffers are full) is
+	// disconnected, which frees its watch slot and goroutine.
+	DefaultWatchWriteTimeout = 30 * time.Second
 
 	// maxMaxBodyBytes is the largest MaxBodyBytes Validate accepts: bodies are
 	// buffered in memory before they are decoded.
@@ -123,6 +127,12 @@ type Config struct {
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
 
+	// WatchWriteTimeout bounds each write of a watch stream (and of a
+	// taken-over connection's chunks): a client that stops reading is
+	// disconnected after it instead of holding its watch forever. Zero
+	// means DefaultWatchWriteTimeout.
+	WatchWriteTimeout time.Duration
+
 	// Metrics, if set, records every request (tether_gateway_requests_total,
 	// tether_gateway_request_duration_seconds) and the open watch streams
 	// (tether_gateway_watchers); see NewMetrics. Nil records nothing.
@@ -164,6 +174,9 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("gateway: ShutdownTimeout %v: must not be negative", c.ShutdownTimeout))
 	}
+	if c.WatchWriteTimeout < 0 {
+		errs = append(errs, fmt.Errorf("gateway: WatchWriteTimeout %v: must not be negative", c.WatchWriteTimeout))
+	}
 	return errors.Join(errs...)
 }
 
@@ -177,6 +190,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.WatchWriteTimeout == 0 {
+		c.WatchWriteTimeout = DefaultWatchWriteTimeout
 	}
 	if c.MaxBodyReads == 0 {
 		c.MaxBodyReads = DefaultMaxBodyReads

@@ -323,9 +323,36 @@ func (g *Gateway) prepareStream(next runtime.HandlerFunc) runtime.HandlerFunc {
 		defer cancel()
 		stop := context.AfterFunc(g.draining, cancel)
 		defer stop()
-		next(w, r.WithContext(ctx), params)
+		next(&deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: g.cfg.WatchWriteTimeout}, r.WithContext(ctx), params)
 	}
 }
+
+// deadlineWriter gives each write and flush of a watch response a deadline
+// (Config.WatchWriteTimeout): a client that stops reading fills its socket
+// buffers, and without one the write would hold the watch, its slot and its
+// goroutine until the client reads or goes.
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (d *deadlineWriter) Write(b []byte) (int, error) {
+	_ = d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.ResponseWriter.Write(b)
+}
+
+// FlushError is what http.ResponseController.Flush calls.
+func (d *deadlineWriter) FlushError() error {
+	_ = d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.rc.Flush()
+}
+
+// Flush is for runtime.ForwardResponseStream, which needs an http.Flusher.
+func (d *deadlineWriter) Flush() { _ = d.FlushError() }
+
+// Unwrap lets http.ResponseController reach the connection (Hijack).
+func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
 
 // streamError is the runtime.StreamErrorHandlerFunc: the status of the error
 // line that ends a stream. A stream cut because the gateway is draining ends

@@ -86,7 +86,7 @@ func (g *Gateway) serveLocalWatch(mux *runtime.ServeMux) runtime.HandlerFunc {
 			_, _ = io.Copy(io.Discard, req.Body)
 		}
 		md, _ := metadata.FromOutgoingContext(actx)
-		out := &watchWriter{w: w, rc: http.NewResponseController(w), marshaler: marshaler, cancel: cancel}
+		out := &watchWriter{w: w, rc: http.NewResponseController(w), marshaler: marshaler, cancel: cancel, timeout: g.cfg.WatchWriteTimeout}
 		w.Header().Set("Transfer-Encoding", "chunked")
 		var write func([][]byte) bool
 		if req.ProtoMajor == 1 && req.TLS == nil {
@@ -122,6 +122,7 @@ type watchWriter struct {
 	rc        *http.ResponseController
 	marshaler runtime.Marshaler
 	cancel    context.CancelFunc // ends the watch (the client is gone)
+	timeout   time.Duration      // bounds each blocking write (Config.WatchWriteTimeout)
 	takeOver  bool               // take the connection over after the first message
 	wrote     bool               // a message was written (the status line is sent)
 	failed    bool               // a write of send failed: the client is gone
@@ -189,6 +190,9 @@ func (o *watchWriter) hijack() {
 	if err != nil {
 		return
 	}
+	// The ResponseWriter's writes set deadlines on conn (deadlineWriter);
+	// the direct write's non-blocking write(2) must not inherit one.
+	_ = conn.SetWriteDeadline(time.Time{})
 	o.mu.Lock()
 	o.conn = conn
 	if sc, ok := conn.(syscall.Conn); ok {
@@ -230,8 +234,12 @@ func (o *watchWriter) sendChunk(line []byte, more bool) error {
 	}
 	b := chunk(nil, o.out)
 	o.out = o.out[:0]
-	_, err := o.conn.Write(b)
-	if err != nil || o.gone {
+	if o.gone { // a remainder's write failed: the client is gone or stalled
+		o.failed = true
+		return status.Error(codes.Canceled, "watch devices: client gone")
+	}
+	_, err := o.blockingWrite(b)
+	if err != nil {
 		o.gone, o.failed = true, true
 		return status.Errorf(codes.Canceled, "watch devices: client gone: %v", err)
 	}
@@ -285,12 +293,25 @@ func (o *watchWriter) write(lines [][]byte) bool {
 	o.out = b[:0]
 	go func() {
 		defer o.mu.Unlock()
-		if _, err := o.conn.Write(rest); err != nil {
+		if _, err := o.blockingWrite(rest); err != nil {
 			o.gone = true
 			o.cancel()
 		}
 	}()
 	return true
+}
+
+// blockingWrite writes b to the taken-over connection within o.timeout (a
+// client that stops reading is cut off, not waited for), then clears the
+// deadline so the direct write's next write(2) does not inherit it. Called
+// with o.mu held.
+func (o *watchWriter) blockingWrite(b []byte) (int, error) {
+	_ = o.conn.SetWriteDeadline(time.Now().Add(o.timeout))
+	n, err := o.conn.Write(b)
+	if err == nil {
+		_ = o.conn.SetWriteDeadline(time.Time{})
+	}
+	return n, err
 }
 
 // end finishes a taken-over connection: the error line if any, the last
@@ -304,9 +325,12 @@ func (o *watchWriter) end() {
 		}
 		return
 	}
+	// A deadline now cuts a write that holds the lock short; set again
+	// under the lock, because that write clears it when it succeeds.
 	_ = conn.SetWriteDeadline(time.Now().Add(endWriteTimeout))
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	_ = conn.SetWriteDeadline(time.Now().Add(endWriteTimeout))
 	if !o.gone {
 		var b []byte
 		if len(o.out) > 0 || o.last != nil {

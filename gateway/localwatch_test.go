@@ -3,10 +3,13 @@ package gateway_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,13 +27,20 @@ import (
 // localWatchHandler is a gateway whose LocalWatch is watch.
 func localWatchHandler(t *testing.T, watch gateway.LocalWatch) http.Handler {
 	t.Helper()
+	return localWatchHandlerWith(t, gateway.Config{}, watch)
+}
+
+// localWatchHandlerWith is localWatchHandler with cfg's other fields.
+func localWatchHandlerWith(t *testing.T, cfg gateway.Config, watch gateway.LocalWatch) http.Handler {
+	t.Helper()
 	b := startBackend(t, "node-a")
 	conn, err := grpc.NewClient(b.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	h, err := gateway.NewHandler(t.Context(), conn, gateway.Config{Logger: slog.New(slog.DiscardHandler), LocalWatch: watch})
+	cfg.Logger, cfg.LocalWatch = slog.New(slog.DiscardHandler), watch
+	h, err := gateway.NewHandler(t.Context(), conn, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,5 +174,115 @@ func TestLocalWatchOverHTTP2IsNotTakenOver(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.ProtoMajor != 2 || !strings.Contains(string(body), `"1"`) {
 		t.Fatalf("proto %s, body %q", resp.Proto, body)
+	}
+}
+
+// stallingWatch is a LocalWatch that writes large events, directly when it
+// can and through send otherwise, until a write fails; it reports how the
+// watch ended on ended.
+func stallingWatch(ended chan<- error) gateway.LocalWatch {
+	return func(ctx context.Context, _ metadata.MD, _ *tetherv1.WatchDevicesRequest,
+		send func(*tetherv1.WatchDevicesResponse, func(func() []byte) []byte, bool) error,
+		encode func(*tetherv1.WatchDevicesResponse) []byte, write func([][]byte) bool) error {
+		big := func(i int) *tetherv1.WatchDevicesResponse {
+			ev := event(strconv.Itoa(i))
+			ev.Event.Device = &tetherv1.Device{Info: &tetherv1.DeviceInfo{Hostname: strings.Repeat("h", 32<<10)}}
+			return ev
+		}
+		err := send(big(0), nil, false)
+		for i := 1; err == nil && i < 100_000 && ctx.Err() == nil; i++ {
+			if write != nil && write([][]byte{encode(big(i))}) {
+				continue
+			}
+			err = send(big(i), nil, false)
+		}
+		ended <- err
+		return err
+	}
+}
+
+// stallAfterHeaders sends a watch request on conn, reads the response's
+// first bytes and then reads nothing more.
+func stallAfterHeaders(t *testing.T, conn net.Conn) {
+	t.Helper()
+	if _, err := io.WriteString(conn, "GET /v1/devices:watch HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Read(make([]byte, 512)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLocalWatchClientThatStopsReadingIsDisconnected: a client that reads
+// nothing more fills its socket buffers; the watch's writes fail after
+// WatchWriteTimeout and the watch ends, on a taken-over connection (direct
+// writes, a partly written chunk, send) and through the ResponseWriter
+// (HTTPS).
+func TestLocalWatchClientThatStopsReadingIsDisconnected(t *testing.T) {
+	cfg := gateway.Config{WatchWriteTimeout: 200 * time.Millisecond}
+	check := func(t *testing.T, ended <-chan error) {
+		t.Helper()
+		select {
+		case err := <-ended:
+			if err == nil {
+				t.Fatal("the watch ended without an error")
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the watch of a client that stopped reading did not end")
+		}
+	}
+	t.Run("taken over", func(t *testing.T) {
+		ended := make(chan error, 1)
+		srv := httptest.NewServer(localWatchHandlerWith(t, cfg, stallingWatch(ended)))
+		t.Cleanup(srv.Close)
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.(*net.TCPConn).SetReadBuffer(4096)
+		stallAfterHeaders(t, conn)
+		check(t, ended)
+	})
+	t.Run("https", func(t *testing.T) {
+		ended := make(chan error, 1)
+		srv := httptest.NewTLSServer(localWatchHandlerWith(t, cfg, stallingWatch(ended)))
+		t.Cleanup(srv.Close)
+		conn, err := tls.Dial("tcp", srv.Listener.Addr().String(), srv.Client().Transport.(*http.Transport).TLSClientConfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		stallAfterHeaders(t, conn)
+		check(t, ended)
+	})
+}
+
+// TestProxiedWatchClientThatStopsReadingIsDisconnected: the same through
+// tether-gateway's proxied watch (runtime.ForwardResponseStream): the
+// write fails after WatchWriteTimeout, the handler returns and the server's
+// stream is cancelled.
+func TestProxiedWatchClientThatStopsReadingIsDisconnected(t *testing.T) {
+	b := startBackend(t, "node-a")
+	g := startGateway(t, gateway.Config{WatchWriteTimeout: 200 * time.Millisecond}, b)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(g.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
+	if _, err := io.WriteString(conn, "GET /v1/devices:watch?afterEventId=flood HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Read(make([]byte, 512)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-b.fleet.floodEnded:
+		if status.Code(err) != codes.Canceled {
+			t.Fatalf("the server's stream ended with %v, want CANCELED", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the proxied watch of a client that stopped reading did not end")
 	}
 }

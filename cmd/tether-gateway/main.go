@@ -56,6 +56,7 @@ func run(args []string) error {
 	readHeaderTimeout := fs.Duration("read-header-timeout", gateway.DefaultReadHeaderTimeout, "time to read a request's headers")
 	idleTimeout := fs.Duration("idle-timeout", gateway.DefaultIdleTimeout, "close keep-alive connections idle this long")
 	maxHeaderBytes := fs.Int("max-header-bytes", gateway.DefaultMaxHeaderBytes, "largest request header block in bytes")
+	watchWriteTimeout := fs.Duration("watch-write-timeout", gateway.DefaultWatchWriteTimeout, "disconnect a watch client that has read nothing for this long")
 	serverCA := fs.String("server-ca", "", "PEM CA bundle to verify tether-server's TLS certificate; empty = plaintext gRPC (dev mode)")
 	serverName := fs.String("server-name", "", "name to verify in tether-server's certificate (default: the host of --server)")
 	tlsCert := fs.String("tls-cert", "", "certificate (PEM) for HTTPS on --listen (and --metrics off loopback); with --tls-key; re-read when the file changes")
@@ -92,6 +93,9 @@ func run(args []string) error {
 	}
 	if *maxBody <= 0 {
 		return fmt.Errorf("%s: must be a positive number of bytes", envflag.Source(fs, "max-body"))
+	}
+	if err := envflag.Positive(fs, "watch-write-timeout"); err != nil {
+		return err
 	}
 	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
 	if err != nil {
@@ -170,6 +174,7 @@ func run(args []string) error {
 		ReadHeaderTimeout:  *readHeaderTimeout,
 		IdleTimeout:        *idleTimeout,
 		MaxHeaderBytes:     *maxHeaderBytes,
+		WatchWriteTimeout:  *watchWriteTimeout,
 		Logger:             log,
 		Metrics:            metrics,
 	})

@@ -93,6 +93,7 @@ func run(args []string) error {
 	limitFlags(fs, &cfg.Limits)
 	jobFlags(fs, &cfg.Jobs)
 	httpMaxBody := fs.Int64("http-max-body", gateway.DefaultMaxBodyBytes, "--http: maximum request body size in bytes")
+	httpWatchWriteTimeout := fs.Duration("http-watch-write-timeout", gateway.DefaultWatchWriteTimeout, "--http: disconnect a watch client that has read nothing for this long")
 	gcPercent := fs.Int("gc-percent", defaultGCPercent, "Go GC target: heap growth between collections, in percent of the live heap (lower trades CPU for memory per session); the GOGC environment variable, when set, wins")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -155,7 +156,8 @@ func run(args []string) error {
 	cfg.Registry = prometheus.NewRegistry()
 	cfg.GatewayHandler = func(ctx context.Context, unary, streams *grpc.ClientConn, local server.LocalWatch) (http.Handler, error) {
 		return gateway.NewHandler(ctx, unary, gateway.Config{Logger: log, Metrics: gateway.NewMetrics(cfg.Registry),
-			StreamConn: streams, LocalWatch: local, RequireCredentials: cfg.Security.APIKeys.Len() > 0, MaxBodyBytes: *httpMaxBody})
+			StreamConn: streams, LocalWatch: local, RequireCredentials: cfg.Security.APIKeys.Len() > 0, MaxBodyBytes: *httpMaxBody,
+			WatchWriteTimeout: *httpWatchWriteTimeout})
 	}
 
 	logEffective(log, fs)
@@ -182,7 +184,7 @@ func validate(fs *flag.FlagSet) error {
 	}
 	if err := envflag.Positive(fs, "ping-interval", "ping-timeout", "hello-timeout", "lease-ttl",
 		"mirror-interval", "drain-timeout", "device-retention", "flap-cooldown", "job-retention", "job-lease-ttl",
-		"never-connected-retention", "history-retention"); err != nil {
+		"never-connected-retention", "history-retention", "http-watch-write-timeout"); err != nil {
 		return err
 	}
 	if err := checkJobFlags(fs); err != nil {

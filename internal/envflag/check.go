@@ -26,7 +26,7 @@ var Known = []string{
 	"hello-rate", "hello-burst", "hello-rate-loopback", "flap-limit", "flap-cooldown",
 	"proxy-protocol-from", "store-timeout", "reconcile-interval", "max-pending-hellos", "shed-sched-latency",
 	"shed-retry-after", "cert-cn-device", "peer-nodes", "pprof", "audit-stream-retention",
-	"http-idle-timeout", "http-max-body", "http-max-header-bytes", "http-read-header-timeout",
+	"http-idle-timeout", "http-max-body", "http-watch-write-timeout", "http-max-header-bytes", "http-read-header-timeout",
 	"idle-conn-timeout", "max-conns-per-ip", "max-header-list-size", "max-page-bytes", "max-snapshot-reads",
 	"max-streams-per-conn", "max-watchers", "max-watchers-per-key", "redis-pool-block", "redis-pool-lease",
 	"redis-pool-read", "watch-buffer", "max-jobs", "max-job-devices", "job-retention", "job-lease-ttl",
@@ -35,7 +35,7 @@ var Known = []string{
 	"server", "config", "device-id", "legacy-no-pong", "ca", "tls", "server-name", "token-file",
 	// tether-gateway
 	"cors-origins", "max-body", "server-ca", "idle-timeout", "max-body-reads", "max-header-bytes",
-	"max-watches", "read-header-timeout", "require-auth", "watch-conns",
+	"max-watches", "read-header-timeout", "require-auth", "watch-conns", "watch-write-timeout",
 	// subcommands (token, apikey, tls)
 	"ttl", "until", "role", "name", "dir", "days", "dns", "ip", "ca-key",
 }
