@@ -217,7 +217,7 @@ func stallAfterHeaders(t *testing.T, conn net.Conn) {
 // nothing more fills its socket buffers; the watch's writes fail after
 // WatchWriteTimeout and the watch ends, on a taken-over connection (direct
 // writes, a partly written chunk, send) and through the ResponseWriter
-// (HTTPS).
+// (HTTPS, HTTP/2).
 func TestLocalWatchClientThatStopsReadingIsDisconnected(t *testing.T) {
 	cfg := gateway.Config{WatchWriteTimeout: 200 * time.Millisecond}
 	check := func(t *testing.T, ended <-chan error) {
@@ -255,6 +255,25 @@ func TestLocalWatchClientThatStopsReadingIsDisconnected(t *testing.T) {
 		defer conn.Close()
 		stallAfterHeaders(t, conn)
 		check(t, ended)
+	})
+	t.Run("http2", func(t *testing.T) {
+		ended := make(chan error, 1)
+		srv := httptest.NewUnstartedServer(localWatchHandlerWith(t, cfg, stallingWatch(ended)))
+		srv.EnableHTTP2 = true
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		resp, err := srv.Client().Get(srv.URL + "/v1/devices:watch")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("proto %s", resp.Proto)
+		}
+		if _, err := resp.Body.Read(make([]byte, 512)); err != nil {
+			t.Fatal(err)
+		}
+		check(t, ended) // the client's stream window fills, then the server's writes wait
 	})
 }
 
