@@ -32,6 +32,10 @@ type Limits struct {
 	// replica's event feed before it is ended (it resumes from its last
 	// event).
 	WatchBuffer int
+	// WatchSendTimeout bounds one Send of a gRPC WatchDevices stream: a
+	// client that reads nothing for this long has its watch ended
+	// (deviceapi default 30s).
+	WatchSendTimeout time.Duration
 	// MaxSnapshotReads bounds the store reads of watch snapshots and
 	// catch-ups running at once.
 	MaxSnapshotReads int

@@ -231,6 +231,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.api = deviceapi.New(deviceapi.Config{Logger: cfg.Logger, Router: s.router,
 		MaxPageBytes: cfg.Limits.MaxPageBytes, MaxWatchers: cfg.Limits.MaxWatchers, MaxWatchersPerKey: cfg.Limits.MaxWatchersPerKey,
 		MaxSnapshotReads: cfg.Limits.MaxSnapshotReads, WatchBuffer: cfg.Limits.WatchBuffer, KeyName: sec.keyName,
+		WatchSendTimeout: cfg.Limits.WatchSendTimeout,
 	}, store, hub, s.metrics)
 	if err := s.api.RegisterMetrics(cfg.Registry); err != nil {
 		lis.Close()

@@ -15,6 +15,7 @@ func limitFlags(fs *flag.FlagSet, l *server.Limits) {
 	fs.IntVar(&l.MaxWatchers, "max-watchers", deviceapi.DefaultMaxWatchers, "open WatchDevices streams this replica serves; more get RESOURCE_EXHAUSTED (HTTP 429)")
 	fs.IntVar(&l.MaxWatchersPerKey, "max-watchers-per-key", deviceapi.DefaultMaxWatchersPerKey, "open WatchDevices streams of one API key on this replica; more get RESOURCE_EXHAUSTED (HTTP 429)")
 	fs.IntVar(&l.WatchBuffer, "watch-buffer", feed.DefaultBuffer, "events one watcher may fall behind before it is ended (it resumes from its last event); 8 bytes each")
+	fs.DurationVar(&l.WatchSendTimeout, "watch-send-timeout", deviceapi.DefaultWatchSendTimeout, "end a gRPC WatchDevices stream whose client has read nothing for this long")
 	fs.IntVar(&l.MaxSnapshotReads, "max-snapshot-reads", deviceapi.DefaultMaxSnapshotReads, "registry reads of watch snapshots and catch-ups running at once (more queue)")
 	fs.IntVar(&l.MaxPageBytes, "max-page-bytes", deviceapi.DefaultMaxPageBytes, "encoded size bound of one ListDevices page (besides page_size)")
 	fs.IntVar(&l.RedisPools.Lease, "redis-pool-lease", 0, "connections of the Redis pool for lease writes and node renewal (0 = the URL's pool_size or go-redis's 10 x GOMAXPROCS)")

@@ -184,7 +184,7 @@ func validate(fs *flag.FlagSet) error {
 	}
 	if err := envflag.Positive(fs, "ping-interval", "ping-timeout", "hello-timeout", "lease-ttl",
 		"mirror-interval", "drain-timeout", "device-retention", "flap-cooldown", "job-retention", "job-lease-ttl",
-		"never-connected-retention", "history-retention", "http-watch-write-timeout"); err != nil {
+		"never-connected-retention", "history-retention", "http-watch-write-timeout", "watch-send-timeout"); err != nil {
 		return err
 	}
 	if err := checkJobFlags(fs); err != nil {

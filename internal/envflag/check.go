@@ -29,7 +29,7 @@ var Known = []string{
 	"http-idle-timeout", "http-max-body", "http-watch-write-timeout", "http-max-header-bytes", "http-read-header-timeout",
 	"idle-conn-timeout", "max-conns-per-ip", "max-header-list-size", "max-page-bytes", "max-snapshot-reads",
 	"max-streams-per-conn", "max-watchers", "max-watchers-per-key", "redis-pool-block", "redis-pool-lease",
-	"redis-pool-read", "watch-buffer", "max-jobs", "max-job-devices", "job-retention", "job-lease-ttl",
+	"redis-pool-read", "watch-buffer", "watch-send-timeout", "max-jobs", "max-job-devices", "job-retention", "job-lease-ttl",
 	"gc-percent", "log-format", "log-level", "version",
 	// tether-agent
 	"server", "config", "device-id", "legacy-no-pong", "ca", "tls", "server-name", "token-file",

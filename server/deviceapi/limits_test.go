@@ -3,13 +3,17 @@ package deviceapi_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -213,6 +217,51 @@ func TestLocalWatchersEncodeEachEventOnce(t *testing.T) {
 		}
 		if directs.Load() == 0 {
 			t.Fatal("no batch was written by the fan-out")
+		}
+	})
+}
+
+// TestWatchOfAClientThatReadsNothingEndsAfterTheSendTimeout: a gRPC client
+// that opens a watch and reads nothing makes flow control hold the
+// server's Send (a snapshot far larger than the stream's window); the watch
+// ends after WatchSendTimeout and frees its slot on a replica capped at one
+// watch.
+func TestWatchOfAClientThatReadsNothingEndsAfterTheSendTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixtureAPI(t, session.Config{}, deviceapi.Config{MaxWatchers: 1, WatchSendTimeout: 30 * time.Second})
+		labels := map[string]string{}
+		for i := range 60 {
+			labels[fmt.Sprintf("k%02d", i)] = strings.Repeat("v", 250)
+		}
+		for i := range 40 { // 40 devices of ≈ 16 KiB: 640 KiB of snapshot
+			if _, err := f.api.PreRegisterDevice(t.Context(), &tetherv1.PreRegisterDeviceRequest{DeviceId: fmt.Sprintf("d%d", i), Labels: labels}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A client with fixed 64 KiB windows (no BDP growth) that never reads.
+		conn, err := grpc.NewClient("passthrough:///bufnet",
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return f.lis.DialContext(ctx) }),
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		if _, err := tetherv1.NewDeviceServiceClient(conn).WatchDevices(ctx, &tetherv1.WatchDevicesRequest{IncludeSnapshot: true}); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if err := openWatch(t, f, t.Context(), ""); code(err) != codes.ResourceExhausted {
+			t.Fatalf("a second watch while the stalled one holds the only slot: %v, want RESOURCE_EXHAUSTED", err)
+		}
+		time.Sleep(31 * time.Second)
+		synctest.Wait()
+		wctx, wcancel := context.WithCancel(t.Context())
+		defer wcancel()
+		if err := openWatch(t, f, wctx, ""); err != nil {
+			t.Fatalf("a watch after the stalled one's send timeout: %v", err)
 		}
 	})
 }

@@ -73,7 +73,18 @@ type Config struct {
 	WatchBuffer int
 	// Feed configures the replica's event feed (Buffer is WatchBuffer).
 	Feed feed.Config
+	// WatchSendTimeout bounds one message's Send on a WatchDevices stream.
+	// A client that reads nothing makes HTTP/2 flow control hold the Send,
+	// and without a bound its watch (slot, goroutine, buffers) would stay
+	// until it read or left; after it the stream ends with UNAVAILABLE.
+	// Default DefaultWatchSendTimeout; negative means no bound (Send runs
+	// on the handler's goroutine, as before).
+	WatchSendTimeout time.Duration
 }
+
+// DefaultWatchSendTimeout is Config.WatchSendTimeout's default, the same as
+// the JSON gateway's write deadline for watches.
+const DefaultWatchSendTimeout = 30 * time.Second
 
 // Service implements tetherv1.DeviceServiceServer.
 type Service struct {
@@ -137,6 +148,9 @@ func New(cfg Config, store Store, hub *session.Hub, m *metrics.Metrics) *Service
 	}
 	if cfg.WatchBuffer <= 0 {
 		cfg.WatchBuffer = feed.DefaultBuffer
+	}
+	if cfg.WatchSendTimeout == 0 {
+		cfg.WatchSendTimeout = DefaultWatchSendTimeout
 	}
 	cfg.Feed.Buffer = cfg.WatchBuffer
 	if cfg.Feed.Logger == nil {

@@ -28,6 +28,7 @@ type fixture struct {
 	agents tetherv1.AgentServiceClient
 	hub    *session.Hub
 	svc    *deviceapi.Service
+	lis    *bufconn.Listener // the server's listener, for a client of a test's own
 }
 
 func newFixture(t *testing.T, cfg session.Config) *fixture {
@@ -35,7 +36,7 @@ func newFixture(t *testing.T, cfg session.Config) *fixture {
 	return newFixtureAPI(t, cfg, deviceapi.Config{OutputCap: 16})
 }
 
-func newFixtureAPI(t *testing.T, cfg session.Config, apiCfg deviceapi.Config) *fixture {
+func newFixtureAPI(t testing.TB, cfg session.Config, apiCfg deviceapi.Config) *fixture {
 	t.Helper()
 	store := memstore.New(memstore.Options{})
 	if cfg.Node == "" {
@@ -62,7 +63,7 @@ func newFixtureAPI(t *testing.T, cfg session.Config, apiCfg deviceapi.Config) *f
 	mirrored := make(chan struct{})
 	go func() { hub.Mirror(mctx, "n1-addr"); close(mirrored) }()
 	t.Cleanup(func() { stopMirror(); <-mirrored; svc.Close(); conn.Close(); srv.Stop() })
-	return &fixture{api: tetherv1.NewDeviceServiceClient(conn), agents: tetherv1.NewAgentServiceClient(conn), hub: hub, svc: svc}
+	return &fixture{api: tetherv1.NewDeviceServiceClient(conn), agents: tetherv1.NewAgentServiceClient(conn), hub: hub, svc: svc, lis: lis}
 }
 
 // agentBehaviour says how a scripted agent answers commands.

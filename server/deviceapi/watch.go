@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -128,9 +129,70 @@ func (s *Service) Feed() *feed.Feed { return s.feed }
 // come from the replica's one event feed (server/feed), not from a store read
 // per watch.
 func (s *Service) WatchDevices(req *tetherv1.WatchDevicesRequest, stream tetherv1.DeviceService_WatchDevicesServer) error {
-	return s.watch(stream.Context(), req, func(resp *tetherv1.WatchDevicesResponse, _ *feed.Item, _ bool) error {
-		return stream.Send(resp)
-	}, nil)
+	if s.cfg.WatchSendTimeout < 0 {
+		return s.watch(stream.Context(), req, func(resp *tetherv1.WatchDevicesResponse, _ *feed.Item, _ bool) error {
+			return stream.Send(resp)
+		}, nil)
+	}
+	// The watch runs on a goroutine of its own and the handler waits for it
+	// or for a Send that has taken longer than the timeout: a Send held by
+	// HTTP/2 flow control (the client reads nothing) returns only when the
+	// stream ends, and the handler's return is what ends it (grpc-go then
+	// cancels the stream's context, which releases the Send).
+	g := &sendGuard{stalled: make(chan struct{})}
+	g.timer = time.AfterFunc(s.cfg.WatchSendTimeout, g.stall)
+	g.timer.Stop()
+	done := make(chan error, 1) // the watch goroutine never waits to report
+	go func() {
+		done <- s.watch(stream.Context(), req, func(resp *tetherv1.WatchDevicesResponse, _ *feed.Item, _ bool) error {
+			if !g.start(s.cfg.WatchSendTimeout) {
+				return errStalled
+			}
+			err := stream.Send(resp)
+			g.timer.Stop()
+			return err
+		}, nil)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-g.stalled:
+		return status.Errorf(codes.Unavailable, "watch devices: the client has read nothing for %v; reconnect and resume with after_event_id", s.cfg.WatchSendTimeout)
+	}
+}
+
+// errStalled ends a watch whose handler has returned because a Send stalled.
+var errStalled = status.Error(codes.Unavailable, "watch devices: a send stalled")
+
+// sendGuard times the Sends of one WatchDevices stream: a Send that runs
+// longer than the timeout closes stalled, and no Send starts after that, so
+// none starts once the handler has returned.
+type sendGuard struct {
+	timer   *time.Timer
+	stalled chan struct{}
+
+	mu   sync.Mutex
+	over bool // stalled is closed
+}
+
+// start arms the timer for a Send, or reports false when one has stalled.
+func (g *sendGuard) start(timeout time.Duration) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.over {
+		return false
+	}
+	g.timer.Reset(timeout)
+	return true
+}
+
+func (g *sendGuard) stall() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.over {
+		g.over = true
+		close(g.stalled)
+	}
 }
 
 // Memo slots of feed.Item used by the watch paths.
